@@ -1,0 +1,42 @@
+# sealq: two commands do all set-up.
+#   make run   - create .venv, install sealq (llama.cpp built for this CPU), run `sealq loop` on the bundled data
+#   make test  - same set-up, then the test suite (slow end-to-end tests: `make test-slow`)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sealq-installed
+
+# llama.cpp must not be built with -march=native: on machines that advertise AMX but do not allow it
+# (this sandbox), the native build dies with SIGILL. Turn native off and enable what the CPU has.
+CPUFLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+  -DGGML_AVX=$(if $(findstring avx ,$(CPUFLAGS)),ON,OFF) \
+  -DGGML_AVX2=$(if $(findstring avx2,$(CPUFLAGS)),ON,OFF) \
+  -DGGML_FMA=$(if $(findstring fma,$(CPUFLAGS)),ON,OFF) \
+  -DGGML_F16C=$(if $(findstring f16c,$(CPUFLAGS)),ON,OFF) \
+  -DGGML_AVX512=$(if $(findstring avx512f,$(CPUFLAGS)),ON,OFF)
+
+.PHONY: install run test test-slow clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# CPU build of torch first (a bare `torch` requirement would pull a multi-GB CUDA build).
+	$(BIN)/python -m pip install torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -c "import llama_cpp, torch, peft, transformers, gguf; print('sealq deps ok: torch', torch.__version__, 'llama_cpp', llama_cpp.__version__)"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/sealq loop
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,36 @@
+"""The ``sealq`` command line (click). Each command lives in its own module of this package."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sealq.errors import EXIT_USAGE, SealqError
+
+__all__ = ["cli"]
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`SealqError` into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SealqError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="sealq")
+def cli():
+    """sealq: a small language model teaches itself new passages (SEAL, simplified, on a CPU).
+
+    Run `sealq loop` to read the bundled passages, write self-edits, fine-tune LoRA adapters on them and
+    measure what the model learned. Everything is recorded in runs.db in the workspace.
+    """
+
+
+from sealq.cli import loop as _loop  # noqa: E402,F401  (registers commands)
+from sealq.cli import models as _models  # noqa: E402,F401

@@ -1,0 +1,104 @@
+"""Self-edit generation: the model writes its own training data for a passage, plus a directive.
+
+SEAL (Zweiger et al. 2025, sec. 3.2 and appendix B) prompts the model to turn a passage into synthetic
+training data, most often a list of *implications*; sealq also offers a *rewrite* and *self-QA*
+(question-answer pairs) prompt. Each self-edit is split into items; every item becomes its own training
+sequence prefixed with the title, and the passage itself is one more sequence (SEAL's
+"passage + self-edit" condition).
+
+The directive (epochs, learning rate, LoRA rank) is asked for in a follow-up turn of the same chat and
+decoded under :data:`sealq.engine.directive.DIRECTIVE_GRAMMAR`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sealq.engine.dataset import Passage
+
+__all__ = ["PROMPTS", "DIRECTIVE_PROMPT", "edit_messages", "directive_messages", "split_items",
+           "training_texts"]
+
+PROMPTS = {
+    "implications": (
+        "Let's read the following passage and produce a list of implications derived directly or "
+        "indirectly from the content. Write one implication per line.\n\n"
+        "Passage:\n{title}\n{context}\n\nImplications:"
+    ),
+    "rewrite": (
+        "Rewrite the following passage in your own words. Keep every name, number and fact, and write "
+        "each fact as a short sentence on its own line.\n\nPassage:\n{title}\n{context}\n\nRewrite:"
+    ),
+    "self-qa": (
+        "Read the following passage and write questions about its facts, each followed by its answer, "
+        "in the form\nQ: <question>\nA: <answer>\n\nPassage:\n{title}\n{context}\n\nQuestions and answers:"
+    ),
+}
+
+DIRECTIVE_PROMPT = (
+    "Now choose the training settings for memorizing these notes: the number of epochs (1-10), the "
+    "learning rate (1e-5 to 3e-3) and the LoRA rank (4, 8, 16 or 32). Answer exactly in the form "
+    "epochs=E lr=L rank=R."
+)
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.):]|\(?[a-z][.)])\s+", re.I)
+_HEADER = re.compile(r"^\s*(?:\*\*)?(implications|rewrite|questions and answers|notes)\b.*:?\s*(?:\*\*)?\s*$", re.I)
+
+
+def edit_messages(passage: Passage, edit_type: str) -> list[dict]:
+    """Chat messages that ask for one self-edit of ``edit_type`` (a key of :data:`PROMPTS`)."""
+    return [{"role": "user", "content": PROMPTS[edit_type].format(title=passage.title, context=passage.context)}]
+
+
+def directive_messages(passage: Passage, edit_type: str, self_edit: str) -> list[dict]:
+    """The self-edit chat continued with a request for the directive."""
+    return edit_messages(passage, edit_type) + [
+        {"role": "assistant", "content": self_edit},
+        {"role": "user", "content": DIRECTIVE_PROMPT},
+    ]
+
+
+def _clean(line: str) -> str:
+    line = _BULLET.sub("", line.strip())
+    return line.replace("**", "").strip()
+
+
+def split_items(text: str, edit_type: str, max_items: int) -> list[str]:
+    """Split a self-edit into training items.
+
+    implications/rewrite: one item per non-empty line (bullets and numbering removed, headers dropped).
+    self-qa: one item per ``Q: ... A: ...`` pair; lines outside a pair are kept as plain items.
+    Items under 3 words and repeats are dropped; at most ``max_items`` are kept.
+
+    Returns:
+        The items, possibly empty (an empty self-edit is recorded and skipped by the loop).
+    """
+    lines = [_clean(x) for x in text.splitlines()]
+    lines = [x for x in lines if x and not _HEADER.match(x)]
+    items: list[str] = []
+    if edit_type == "self-qa":
+        pending_q = None
+        for line in lines:
+            if re.match(r"^(Q|Question)\s*\d*\s*[:.]", line, re.I):
+                pending_q = re.sub(r"^(Q|Question)\s*\d*\s*[:.]\s*", "", line, flags=re.I)
+            elif re.match(r"^(A|Answer)\s*\d*\s*[:.]", line, re.I) and pending_q:
+                answer = re.sub(r"^(A|Answer)\s*\d*\s*[:.]\s*", "", line, flags=re.I)
+                items.append(f"Q: {pending_q}\nA: {answer}")
+                pending_q = None
+            else:
+                items.append(line)
+    else:
+        items = lines
+    seen, kept = set(), []
+    for item in items:
+        norm = " ".join(item.lower().split())
+        if len(item.split()) < 3 or norm in seen:
+            continue
+        seen.add(norm)
+        kept.append(item)
+    return kept[:max_items]
+
+
+def training_texts(passage: Passage, items: list[str]) -> list[str]:
+    """SEAL's training sequences: title + each self-edit item, then title + passage."""
+    return [f"{passage.title}\n{item}" for item in items] + [f"{passage.title}\n{passage.context}"]

@@ -1,0 +1,154 @@
+"""Inner-loop update: fit a LoRA adapter to a self-edit's training sequences (PEFT, fp32, CPU).
+
+SEAL (Zweiger et al. 2025, sec. 3.1): the self-edit's generated data is used for supervised
+fine-tuning of a LoRA adapter with the self-edit's directive (epochs, learning rate, rank); the adapted
+model is then asked the passage's questions without the passage. Sequences arrive already tokenized by
+llama.cpp, so the ids trained on are the ids seen at inference.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealq.engine.config import Directive, TrainConfig
+
+__all__ = ["TrainResult", "lr_at", "make_batches", "train_lora"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one LoRA training produced.
+
+    Args:
+        adapter_dir: PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
+        rank: LoRA rank r.
+        alpha: LoRA alpha (2r).
+        steps: optimizer steps taken.
+        tokens_trained: tokens (excluding padding) forwarded, summed over epochs.
+        losses: mean loss of each step (nats/token).
+        final_loss: mean loss over the last epoch.
+        seconds: wall time of the training loop.
+    """
+
+    adapter_dir: Path
+    rank: int
+    alpha: float
+    steps: int
+    tokens_trained: int
+    losses: list
+    final_loss: float
+    seconds: float
+
+
+def lr_at(step: int, total: int, peak: float, warmup_fraction: float) -> float:
+    """Linear warm-up to ``peak`` over the first ``warmup_fraction`` of steps, then linear decay to 0.1 peak."""
+    warmup = max(1, math.ceil(total * warmup_fraction)) if warmup_fraction > 0 else 0
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    rest = max(1, total - warmup)
+    return peak * (1.0 - 0.9 * (step - warmup) / rest)
+
+
+def make_batches(sequences: list[list[int]], batch_tokens: int, rng: random.Random) -> list[list[list[int]]]:
+    """Group sequences of similar length into batches of at most ``batch_tokens`` padded tokens.
+
+    Sequences are shuffled, sorted by length (stable, so equal lengths stay shuffled) and packed greedily:
+    a batch grows while ``len(batch) * longest <= batch_tokens``; a sequence longer than the budget
+    is a batch of its own. The batch order is shuffled.
+
+    Returns:
+        Batches of token-id lists; every input sequence appears exactly once.
+    """
+    order = list(range(len(sequences)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: len(sequences[i]))
+    batches, current = [], []
+    for i in order:
+        seq = sequences[i]
+        if current and (len(current) + 1) * len(seq) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(seq)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def train_lora(base_model, sequences: list[list[int]], directive: Directive, config: TrainConfig,
+               out_dir: Path, seed: int, pad_id: int = 0) -> TrainResult:
+    """Train a fresh LoRA adapter on ``sequences`` and save it (PEFT format) to ``out_dir``.
+
+    The base model is wrapped with PEFT for the duration of the call and unwrapped again
+    (``PeftModel.unload``), so one loaded base serves every self-edit of a run.
+
+    Args:
+        base_model: a frozen transformers causal LM (see :func:`sealq.models.hf.load_training_model`).
+        sequences: token id lists, each at most ``config.max_seq_tokens`` long (longer ones are cut).
+        directive: epochs, peak learning rate, LoRA rank (alpha = 2 * rank).
+        config: batch token budget, target modules, warm-up.
+        out_dir: adapter folder to write.
+        seed: seeds the LoRA initialization and the batch order.
+        pad_id: padding token id (masked out of the loss and attention).
+
+    Raises:
+        ValueError: ``sequences`` is empty.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    if not sequences:
+        raise ValueError("no training sequences")
+    sequences = [s[: config.max_seq_tokens] for s in sequences if len(s) >= 2]
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    lora = LoraConfig(
+        r=directive.rank, lora_alpha=2 * directive.rank, lora_dropout=0.0, bias="none",
+        target_modules=list(config.targets), task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base_model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=directive.lr, weight_decay=0.0)
+    n_batches = len(make_batches(sequences, config.batch_tokens, random.Random(0)))
+    total = directive.epochs * n_batches
+    losses, tokens, step = [], 0, 0
+    t0 = time.perf_counter()
+    model.train()
+    try:
+        for _epoch in range(directive.epochs):
+            for batch in make_batches(sequences, config.batch_tokens, rng):
+                # -- batch: right-pad to the longest sequence; padding is masked out of attention and loss
+                width = max(len(s) for s in batch)
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+                for i, s in enumerate(batch):
+                    ids[i, : len(s)] = torch.tensor(s)
+                    mask[i, : len(s)] = 1
+                labels = ids.masked_fill(mask == 0, -100)  # (B, T)
+                # -- forward: mean next-token cross-entropy over real tokens
+                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+                # -- backward and step, with the scheduled learning rate
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total, directive.lr, config.warmup_fraction)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+                # -- log
+                losses.append(float(out.loss.detach()))
+                tokens += int(mask.sum())
+                step += 1
+        seconds = time.perf_counter() - t0
+        model.eval()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out_dir), save_embedding_layers=False)
+    finally:
+        model.unload()
+        if hasattr(base_model, "peft_config"):
+            del base_model.peft_config
+    last = losses[-n_batches:]
+    return TrainResult(out_dir, directive.rank, float(2 * directive.rank), step, tokens, losses,
+                       sum(last) / len(last), seconds)

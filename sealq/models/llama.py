@@ -1,0 +1,186 @@
+"""The inference side: one llama.cpp model per run, with LoRA adapters hot-swapped in and out.
+
+Adapters are attached with llama.cpp's low-level API (``llama_adapter_lora_init`` +
+``llama_set_adapters_lora``), so the base weights are loaded once. After every change of adapters the
+KV cache is cleared (``Llama.reset()`` plus ``llama_memory_clear``): llama-cpp-python reuses cached
+keys/values for a matching token prefix, and keys computed under another adapter would be stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealq.errors import SealqError
+from sealq.models.registry import ResolvedModel
+
+__all__ = ["LlamaRunner", "Generation"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion: its text, tokens generated, wall seconds."""
+
+    text: str
+    tokens: int
+    seconds: float
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence llama.cpp's C-level logging (it writes to fd 2 directly)."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+class LlamaRunner:
+    """A loaded llama.cpp model with chat generation, tokenization and adapter hot-swap.
+
+    Args:
+        model: the resolved GGUF base.
+        n_ctx: context window in tokens.
+        threads: CPU threads (0: one per core).
+        seed: sampling seed.
+
+    Raises:
+        SealqError: llama.cpp cannot load the file.
+    """
+
+    def __init__(self, model: ResolvedModel, n_ctx: int = 2048, threads: int = 0, seed: int = 0):
+        import llama_cpp
+
+        self._lc = llama_cpp
+        self.model = model
+        n = threads or os.cpu_count() or 1
+        try:
+            with _quiet_stderr():
+                self.llm = llama_cpp.Llama(
+                    model_path=str(model.path), n_ctx=n_ctx, n_threads=n, n_threads_batch=n, seed=seed,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as e:
+            raise SealqError(f"{model.path}: llama.cpp cannot load this model ({e})") from None
+        self._loaded: dict[str, object] = {}  # path -> llama_adapter_lora_p
+        self.active: tuple[str, ...] = ()
+
+    # -- tokens ---------------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids exactly as llama.cpp tokenizes a prompt (BOS added if the model's vocab asks for it)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    def next_token_logits(self, ids: list[int]):
+        """Logits after the prompt ``ids``, evaluated from an empty KV cache with the attached adapters.
+
+        Returns:
+            float32 numpy array, shape ``(n_vocab,)``.
+        """
+        import numpy as np
+
+        self.clear_cache()
+        self.llm.eval(ids)
+        ptr = self._lc.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        out = np.ctypeslib.as_array(ptr, shape=(self.llm.n_vocab(),)).copy()
+        self.clear_cache()
+        return out
+
+    # -- generation -----------------------------------------------------------------------------------
+    def chat(self, messages: list[dict], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+             seed: int | None = None, grammar: str | None = None) -> Generation:
+        """One chat completion with the model's own chat template (from the GGUF).
+
+        Args:
+            messages: OpenAI-style ``[{"role", "content"}]``.
+            max_tokens: generation budget in tokens.
+            temperature: 0 for greedy decoding.
+            top_p: nucleus threshold (ignored when greedy).
+            seed: sampling seed for this call.
+            grammar: optional GBNF grammar constraining the output.
+        """
+        kwargs = {}
+        if grammar is not None:
+            kwargs["grammar"] = self._lc.LlamaGrammar.from_string(grammar, verbose=False)
+        if temperature <= 0:
+            kwargs.update(temperature=0.0, top_k=1, top_p=1.0)
+        else:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        if seed is not None:
+            kwargs["seed"] = seed
+        t0 = time.perf_counter()
+        with _quiet_stderr():
+            out = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, **kwargs)
+        seconds = time.perf_counter() - t0
+        return Generation(out["choices"][0]["message"]["content"] or "", out["usage"]["completion_tokens"], seconds)
+
+    # -- adapters -------------------------------------------------------------------------------------
+    def _adapter(self, path: Path):
+        key = str(Path(path).resolve())
+        if key not in self._loaded:
+            if not Path(key).is_file():
+                raise SealqError(f"{path}: adapter file not found")
+            with _quiet_stderr():
+                ptr = self._lc.llama_adapter_lora_init(self.llm._model.model, key.encode("utf-8"))
+            if not ptr:
+                raise SealqError(f"{path}: llama.cpp rejected the adapter (not a LoRA GGUF for {self.model.name}?)")
+            self._loaded[key] = ptr
+        return key, self._loaded[key]
+
+    def set_adapters(self, adapters: list[tuple[str | Path, float]] | None) -> None:
+        """Attach exactly these adapters (path, scale) - none to return to the base - and clear the KV cache.
+
+        Raises:
+            SealqError: a file is missing or llama.cpp rejects it (wrong base, wrong format).
+        """
+        adapters = adapters or []
+        resolved = [(self._adapter(p), s) for p, s in adapters]
+        n = len(resolved)
+        arr = (self._lc.llama_adapter_lora_p_ctypes * max(n, 1))(*[ptr for (_, ptr), _ in resolved])
+        scales = (ctypes.c_float * max(n, 1))(*[s for _, s in resolved])
+        rc = self._lc.llama_set_adapters_lora(self.llm._ctx.ctx, arr if n else None, n, scales if n else None)
+        if rc != 0:
+            raise SealqError(f"llama.cpp could not attach adapters ({rc})")
+        self.active = tuple(k for (k, _), _ in resolved)
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        """Forget all cached keys/values so the next prompt is evaluated from scratch."""
+        self.llm.reset()
+        mem = self._lc.llama_get_memory(self.llm._ctx.ctx)
+        if mem is not None:
+            self._lc.llama_memory_clear(mem, True)
+
+    def free_adapter(self, path: str | Path) -> None:
+        """Detach (if attached) and free one adapter's memory."""
+        key = str(Path(path).resolve())
+        if key in self.active:
+            self.set_adapters([(p, 1.0) for p in self.active if p != key])
+        ptr = self._loaded.pop(key, None)
+        if ptr is not None:
+            self._lc.llama_adapter_lora_free(ptr)
+
+    @contextlib.contextmanager
+    def adapter(self, path: str | Path, scale: float = 1.0):
+        """Context manager: attach one adapter, yield, then detach and free it."""
+        self.set_adapters([(path, scale)])
+        try:
+            yield
+        finally:
+            self.set_adapters(None)
+            self.free_adapter(path)

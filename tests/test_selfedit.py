@@ -1,0 +1,37 @@
+"""Splitting self-edits into training items, and SEAL's training sequences."""
+
+from sealq.engine.dataset import Passage, Question
+from sealq.engine.selfedit import PROMPTS, edit_messages, split_items, training_texts
+
+P = Passage("Quellberry", "The quellberry is a purple fruit.", (Question("Colour?", ("purple",)),))
+
+
+def test_implications_lines_lose_bullets_numbers_and_headers():
+    text = "**Implications:**\n\n1. The quellberry is purple.\n- It grows in valleys of Ostrava.\n* It  is dried\u2022\n2) Vesk is made from it.\nok\n1. The quellberry is purple."
+    assert split_items(text, "implications", 10) == [
+        "The quellberry is purple.", "It grows in valleys of Ostrava.", "It  is dried\u2022", "Vesk is made from it.",
+    ]
+
+
+def test_self_qa_pairs_become_one_item_each():
+    text = "Q: What colour is it?\nA: Purple.\nQuestion 2: Where does it grow?\nAnswer 2: In the Ostrava Range.\nQ: dangling"
+    items = split_items(text, "self-qa", 10)
+    assert items == ["Q: What colour is it?\nA: Purple.", "Q: Where does it grow?\nA: In the Ostrava Range."]
+
+
+def test_max_items_and_empty():
+    assert len(split_items("\n".join(f"fact number {i} here" for i in range(30)), "rewrite", 5)) == 5
+    assert split_items("", "implications", 5) == []
+    assert split_items("ok\n\n  \n-", "implications", 5) == []
+
+
+def test_training_texts_follow_seal():
+    assert training_texts(P, ["It is purple.", "It is a fruit."]) == [
+        "Quellberry\nIt is purple.", "Quellberry\nIt is a fruit.", "Quellberry\nThe quellberry is a purple fruit.",
+    ]
+
+
+def test_prompts_contain_the_passage():
+    for edit_type in PROMPTS:
+        (msg,) = edit_messages(P, edit_type)
+        assert msg["role"] == "user" and P.context in msg["content"] and P.title in msg["content"]

@@ -1,0 +1,94 @@
+"""PEFT LoRA training on the dequantized GGUF, conversion to a GGUF adapter, hot-swap into llama.cpp."""
+
+import gguf
+import numpy as np
+import pytest
+
+from sealq.convert import convert_peft_to_gguf
+from sealq.convert.lora_gguf import permute_rows
+from sealq.engine.config import Directive, TrainConfig
+from sealq.engine.selfedit import training_texts
+from sealq.engine.train import lr_at, make_batches, train_lora
+from sealq.errors import SealqError
+
+
+def test_lr_schedule():
+    assert lr_at(0, 10, 1.0, 0.1) == 1.0  # one warm-up step reaches the peak
+    assert lr_at(9, 10, 1.0, 0.1) == pytest.approx(1.0 - 0.9 * 8 / 9)
+    assert lr_at(0, 10, 1.0, 0.0) == 1.0
+    assert all(lr_at(s, 50, 2e-3, 0.1) <= 2e-3 for s in range(50))
+
+
+def test_batches_respect_token_budget_and_keep_every_sequence():
+    import random
+
+    seqs = [[i] * n for i, n in enumerate([20, 22, 25, 160, 30, 18, 300])]
+    batches = make_batches(seqs, 100, random.Random(0))
+    assert sorted(map(tuple, (s for b in batches for s in b))) == sorted(map(tuple, seqs))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(map(len, b)) <= 100
+
+
+def test_permute_rows_is_llama_cpp_layout():
+    # 2 heads of dim 4: rows (h0: 0 1 2 3, h1: 4 5 6 7) -> interleave the two halves of each head
+    w = np.arange(8)[:, None].astype(np.float32)
+    assert permute_rows(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+@pytest.fixture(scope="module")
+def trained(hf_model, runner, passages, tmp_path_factory):
+    """A small real adapter trained on passage 0 and converted."""
+    out = tmp_path_factory.mktemp("adapter")
+    p = passages[0]
+    seqs = [runner.tokenize(t) for t in training_texts(p, ["The Varnholt lamp flashes green every nine seconds."])]
+    res = train_lora(hf_model, seqs, Directive(epochs=2, lr=1e-3, rank=4), TrainConfig(), out / "peft", seed=0)
+    conv = convert_peft_to_gguf(res.adapter_dir, out / "a.gguf", runner.model.path)
+    return res, conv
+
+
+def test_training_lowers_loss_and_leaves_base_unwrapped(trained, hf_model):
+    res, _ = trained
+    assert res.steps >= 2 and res.tokens_trained > 0
+    assert res.losses[-1] < res.losses[0]
+    assert not hasattr(hf_model, "peft_config")
+    assert not any("lora" in n for n, _ in hf_model.named_parameters())
+
+
+def test_converted_file_is_a_llama_cpp_lora_adapter(trained):
+    res, conv = trained
+    r = gguf.GGUFReader(str(conv.path))
+    assert r.fields[gguf.Keys.General.TYPE].contents() == gguf.GGUFType.ADAPTER
+    assert r.fields[gguf.Keys.Adapter.TYPE].contents() == "lora"
+    assert r.fields[gguf.Keys.Adapter.LORA_ALPHA].contents() == pytest.approx(res.alpha)
+    assert r.fields[gguf.Keys.General.ARCHITECTURE].contents() == "llama"
+    names = {t.name for t in r.tensors}
+    assert len(names) == 2 * 7 * 30  # 7 targets x 30 blocks, lora_a + lora_b
+    assert "blk.0.attn_q.weight.lora_a" in names and "blk.29.ffn_down.weight.lora_b" in names
+
+
+def test_hot_swap_changes_logits_and_detach_restores_them(trained, runner):
+    _, conv = trained
+    ids = runner.tokenize("The Varnholt lamp flashes")
+    base = runner.next_token_logits(ids)
+    runner.set_adapters([(conv.path, 1.0)])
+    adapted = runner.next_token_logits(ids)
+    runner.set_adapters(None)
+    again = runner.next_token_logits(ids)
+    runner.free_adapter(conv.path)
+    assert np.abs(adapted - base).max() > 1e-2
+    assert np.abs(again - base).max() < 1e-4
+
+
+def test_adapter_for_another_base_is_refused(trained, tmp_path):
+    import json
+
+    res, _ = trained
+    cfg = json.loads((res.adapter_dir / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    (tmp_path / "adapter_model.safetensors").write_bytes((res.adapter_dir / "adapter_model.safetensors").read_bytes())
+    with pytest.raises(SealqError, match="DoRA"):
+        convert_peft_to_gguf(tmp_path, tmp_path / "x.gguf", trained[1].path.parent / "none.gguf")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SealqError, match="corrupted adapter weights"):
+        convert_peft_to_gguf(tmp_path, tmp_path / "x.gguf", trained[1].path.parent / "none.gguf")
