@@ -17,6 +17,12 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DGGML_AMX_TILE=OFF -DGG
   -DGGML_F16C=$(if $(findstring f16c,$(CPUFLAGS)),ON,OFF) \
   -DGGML_AVX512=$(if $(findstring avx512f,$(CPUFLAGS)),ON,OFF)
 
+# The llama.cpp wheel is built once per (version, flags) into a wheelhouse of its own: pip's general
+# cache could hand back a wheel built with other flags (a native build that dies with SIGILL here).
+LLAMA_VERSION := 0.3.36
+LLAMA_BUILD_ID := $(shell echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
+WHEELHOUSE ?= $(HOME)/.cache/sealq/wheels/llama-cpp-python-$(LLAMA_BUILD_ID)
+
 .PHONY: install run test test-slow clean
 
 install: $(STAMP)
@@ -25,7 +31,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# CPU build of torch first (a bare `torch` requirement would pull a multi-GB CUDA build).
 	$(BIN)/python -m pip install torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(BIN)/python -m pip install -e '.[test]'
+	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) with: $(LLAMA_CMAKE_ARGS) (5-8 minutes on 2 cores)"; \
+	  rm -rf $(WHEELHOUSE).tmp; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELHOUSE).tmp llama-cpp-python==$(LLAMA_VERSION) && \
+	  mkdir -p $(dir $(WHEELHOUSE)) && rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
+	fi
+	$(BIN)/python -m pip install --no-deps --no-index --find-links $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/python -m pip install -e '.[test]'
 	$(BIN)/python -c "import llama_cpp, torch, peft, transformers, gguf; print('sealq deps ok: torch', torch.__version__, 'llama_cpp', llama_cpp.__version__)"
 	touch $(STAMP)
 

@@ -11,10 +11,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad
 
 
 @pytest.fixture(autouse=True)
-def workspace(tmp_path, monkeypatch) -> Path:
-    """Every test writes its runs.db into its own temporary workspace."""
+def workspace(tmp_path, monkeypatch, cache_root) -> Path:
+    """Every test writes its runs.db into its own temporary workspace (and shares one model cache)."""
     ws = tmp_path / "ws"
     monkeypatch.setenv("SEALQ_HOME", str(ws))
+    monkeypatch.setenv("SEALQ_CACHE", str(cache_root))
     return ws
 
 

@@ -65,7 +65,7 @@ def print_summary(summary: dict, console, db_path: str) -> None:
     console.print(table)
     console.print(
         f"mean reward {summary['mean_reward']:+.3f}, best-of-K reward {summary['best_reward']:+.3f} (contains gain); "
-        f"{summary['skipped']} self-edits skipped, {summary['directive_fallbacks']} directives fell back to the default"
+        f"{summary['skipped']} self-edits skipped, {summary['directive_fallbacks']} directives had a field fall back to the default"
     )
     console.print(f"recorded in {db_path}")
 

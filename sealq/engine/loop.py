@@ -139,7 +139,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
     Raises:
         SealqError: bad data, model or options (nothing is recorded for a run that cannot start).
     """
-    from sealq.models.hf import load_training_model, set_torch_threads
+    from sealq.models.hf import default_cache_root, load_training_model, set_torch_threads
     from sealq.models.llama import LlamaRunner
 
     events = events or LoopEvents()
@@ -167,7 +167,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
         events.stage("loading the training model (dequantized GGUF)")
         set_torch_threads(config.train.threads)
         with clock("load_training_model"):
-            hf_model, _hit = load_training_model(model, ws / "cache")
+            hf_model, _hit = load_training_model(model, default_cache_root())
         clock.flush(db, run_id)
         events.start(len(passages), config.selfedit.k)
         for idx, passage in enumerate(passages):

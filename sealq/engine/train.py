@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
         ValueError: ``sequences`` is empty.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     if not sequences:
         raise ValueError("no training sequences")
@@ -110,6 +111,16 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
         r=directive.rank, lora_alpha=2 * directive.rank, lora_dropout=0.0, bias="none",
         target_modules=list(config.targets), task_type="CAUSAL_LM",
     )
+    with warnings.catch_warnings():
+        # transformers 5 deprecation noise from inside PEFT (is_gradient_checkpointing), not ours to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        return _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng)
+
+
+def _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng) -> TrainResult:
+    import torch
+    from peft import get_peft_model
+
     model = get_peft_model(base_model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=directive.lr, weight_decay=0.0)

@@ -2,12 +2,13 @@
 
 ``AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)`` dequantizes every tensor and undoes
 llama.cpp's q/k row permutation (~16 s for the default model). The result is cached as safetensors under
-``<workspace>/cache/hf/<sha256 of the GGUF>/``, so later runs load it in about a second; a changed GGUF
+``<cache>/hf/<sha256 of the GGUF>/`` (see :func:`default_cache_root`), so later runs load it in about a second; a changed GGUF
 has a different sha256 and gets a fresh cache entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,7 +17,14 @@ from pathlib import Path
 from sealq.errors import SealqError
 from sealq.models.registry import ResolvedModel
 
-__all__ = ["load_training_model", "set_torch_threads"]
+__all__ = ["load_training_model", "set_torch_threads", "default_cache_root"]
+
+
+def default_cache_root() -> Path:
+    """Where derived files are cached: ``$SEALQ_CACHE``, else ``$XDG_CACHE_HOME/sealq``, else ``~/.cache/sealq``."""
+    if os.environ.get("SEALQ_CACHE"):
+        return Path(os.environ["SEALQ_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sealq"
 
 
 def set_torch_threads(threads: int = 0) -> int:
@@ -29,6 +37,13 @@ def set_torch_threads(threads: int = 0) -> int:
 
 
 _WEIGHTS = "model.safetensors"
+
+
+@contextlib.contextmanager
+def _no_tqdm():
+    """transformers' GGUF dequantization draws a tqdm bar on sys.stderr; keep the CLI's output clean."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        yield
 
 
 def _save_cached(hf, folder: Path) -> None:
@@ -76,9 +91,10 @@ def load_training_model(model: ResolvedModel, cache_root: Path | None):
         hf = _load_cached(cache)
     else:
         try:
-            hf = AutoModelForCausalLM.from_pretrained(
-                str(model.path.parent), gguf_file=model.path.name, dtype=torch.float32
-            )
+            with _no_tqdm():
+                hf = AutoModelForCausalLM.from_pretrained(
+                    str(model.path.parent), gguf_file=model.path.name, dtype=torch.float32
+                )
         except Exception as e:  # transformers raises many types for unreadable GGUFs
             raise SealqError(f"{model.path}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
         if cache is not None:

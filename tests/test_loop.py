@@ -1,0 +1,97 @@
+"""The whole loop on the real model at small settings: every stage recorded, a fictional fact learned."""
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from click.testing import CliRunner
+
+from sealq.cli import cli
+from sealq.engine.config import Directive, LoopConfig, SelfEditConfig, TrainConfig
+from sealq.engine.loop import run_loop
+
+STAGES = {"load_training_model", "baseline", "ceiling", "generate_self_edit", "generate_directive", "tokenize",
+          "train", "convert", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, cache_root):
+    """`sealq loop --passages 1 --k 2 --json` through click, with model-written directives."""
+    ws = tmp_path_factory.mktemp("cli-ws")
+    result = CliRunner().invoke(
+        cli, ["loop", "--passages", "1", "--k", "2", "--epochs", "2", "--workspace", str(ws), "--json",
+              "--edit-type", "implications", "--edit-type", "self-qa"],
+        catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)},
+    )
+    assert result.exit_code == 0, result.output
+    return ws, json.loads(result.stdout)
+
+
+def test_every_stage_has_rows(cli_run):
+    ws, summary = cli_run
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    (run,) = list(db["runs"].rows)
+    assert run["status"] == "done" and run["id"] == summary["run_id"] and run["finished_utc"] and run["duration_ms"] > 0
+    assert len(run["model_sha256"]) == 64 and json.loads(run["versions_json"])["llama-cpp-python"]
+    assert json.loads(run["config_json"])["selfedit"]["k"] == 2
+    assert db["passages"].count == 1 and db["questions"].count == 5
+    edits = list(db["self_edits"].rows)
+    assert [e["edit_type"] for e in edits] == ["implications", "self-qa"]
+    ok = [e for e in edits if e["status"] == "ok"]
+    assert ok, "at least one self-edit must have usable items"
+    for e in ok:
+        assert e["text"] and json.loads(e["items_json"]) and e["directive_raw"].startswith("epochs=")
+        assert set(json.loads(e["directive_json"])) == {"epochs", "lr", "rank"}
+        assert isinstance(json.loads(e["directive_fallback_json"]), dict)
+    assert sum(e["is_best"] for e in edits) == 1
+    adapters = list(db["adapters"].rows)
+    assert len(adapters) == len(ok)
+    for a in adapters:
+        assert a["tokens_trained"] > 0 and a["final_loss"] > 0 and a["train_seconds"] > 0 and len(a["gguf_sha256"]) == 64
+        # the best self-edit's adapter is kept in both forms; the others are deleted
+        assert Path(a["gguf_path"]).exists() == bool(a["kept"])
+        assert (Path(a["peft_path"]) / "adapter_model.safetensors").exists() == bool(a["kept"])
+    conditions = {r["condition"]: r["n"] for r in db.query("select condition, count(*) n from answers group by condition")}
+    assert conditions == {"no_context": 5, "with_context": 5, "adapted": 5 * len(ok)}
+    assert {r["stage"] for r in db["timings"].rows} == STAGES
+    assert summary["conditions"]["no_context"]["n"] == 5 and summary["self_edits"] == 2
+
+
+def test_fictional_facts_are_learned(tmp_path, cache_root):
+    """Best-of-K accuracy without the passage beats the base model, which cannot know invented facts."""
+    config = LoopConfig(passages=2, seed=0,
+                        selfedit=SelfEditConfig(k=2, edit_types=("rewrite",), directives="off"),
+                        train=TrainConfig(default=Directive(epochs=8, lr=2e-3, rank=16)))
+    summary = run_loop(config, tmp_path)
+    c = summary["conditions"]
+    assert c["no_context"]["contains"] == 0.0
+    assert c["best_of_k"]["contains"] > c["no_context"]["contains"] + 0.2
+    assert c["mean_self_edit"]["contains"] > c["no_context"]["contains"]
+    assert summary["directive_fallbacks"] == summary["self_edits"]  # --directives off is recorded as a fallback
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent.json"], "cannot read data file"),
+        (["--model", "/nonexistent.gguf"], "no such file and not a known model"),
+        (["--k", "0"], "--k must be at least 1"),
+        (["--passages", "0"], "--passages must be at least 1"),
+        (["--epochs", "99"], "--epochs must be in"),
+        (["--rank", "5"], "--rank must be one of"),
+        (["--temperature", "-1"], "--temperature must be in"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_records_nothing(args, message, workspace):
+    result = CliRunner().invoke(cli, ["loop", *args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert not (workspace / "runs.db").exists() or sqlite_utils.Database(str(workspace / "runs.db"))["runs"].count == 0
+
+
+def test_models_command():
+    result = CliRunner().invoke(cli, ["models", "--json"], catch_exceptions=False)
+    (m,) = json.loads(result.stdout)
+    assert m["name"] == "smollm2-135m" and m["installed"] and m["default"]
