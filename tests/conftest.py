@@ -53,3 +53,36 @@ def passages():
     from sealq.engine.dataset import load_passages
 
     return load_passages()
+
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def random_peft_adapter(hf_model, out_dir, targets=ALL, seed=0, keep=False, **lora_kwargs):
+    """Save a PEFT adapter with non-trivial random lora_A and lora_B (a normal init has B = 0).
+
+    Returns the wrapped PEFT model when ``keep`` (call :func:`release` after), else None.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(hf_model, LoraConfig(target_modules=targets, lora_dropout=0.0, **lora_kwargs))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_A" in name:
+                p.normal_(0, 1 / p.shape[1] ** 0.5)
+            elif "lora_B" in name:
+                p.normal_(0, 0.4 / p.shape[1] ** 0.5)
+    peft_model.save_pretrained(str(out_dir), save_embedding_layers=False)
+    if keep:
+        return peft_model
+    release(peft_model, hf_model)
+    return None
+
+
+def release(peft_model, hf_model):
+    """Unwrap the base model again (the session's training model is shared by many tests)."""
+    peft_model.unload()
+    if hasattr(hf_model, "peft_config"):
+        del hf_model.peft_config

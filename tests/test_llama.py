@@ -26,6 +26,6 @@ def test_greedy_answers_are_deterministic_and_graded(runner, passages):
 def test_missing_and_foreign_adapter_files(runner, model, tmp_path):
     with pytest.raises(SealqError, match="adapter file not found"):
         runner.set_adapters([(tmp_path / "none.gguf", 1.0)])
-    with pytest.raises(SealqError, match="llama.cpp rejected the adapter"):
+    with pytest.raises(SealqError, match="not a GGUF LoRA adapter"):
         runner.set_adapters([(model.path, 1.0)])  # a base model is not an adapter
     assert runner.active == ()

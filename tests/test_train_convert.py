@@ -92,3 +92,31 @@ def test_adapter_for_another_base_is_refused(trained, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(SealqError, match="corrupted adapter weights"):
         convert_peft_to_gguf(tmp_path, tmp_path / "x.gguf", trained[1].path.parent / "none.gguf")
+
+
+def test_convert_cli_and_gguf_dump(trained, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    res, _ = trained
+    out = tmp_path / "cli.gguf"
+    r = CliRunner().invoke(cli, ["convert", str(res.adapter_dir), str(out), "--outtype", "f16"], catch_exceptions=False)
+    assert r.exit_code == 0 and "210 LoRA tensor pairs" in r.stdout
+    dump = subprocess.run([str(Path(sys.executable).parent / "gguf-dump"), str(out)], capture_output=True, text=True)
+    assert dump.returncode == 0
+    for expected in ("general.type", "adapter.type", "adapter.lora.alpha", "blk.0.attn_q.weight.lora_a", "F16"):
+        assert expected in dump.stdout, expected
+    bad = tmp_path / "dora"
+    bad.mkdir()
+    cfg = json.loads((res.adapter_dir / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    (bad / "adapter_model.safetensors").write_bytes((res.adapter_dir / "adapter_model.safetensors").read_bytes())
+    r = CliRunner().invoke(cli, ["convert", str(bad), str(tmp_path / "x.gguf")])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "DoRA" in r.stderr
+    assert not (tmp_path / "x.gguf").exists()

@@ -64,7 +64,7 @@ def print_summary(summary: dict, console, db_path: str) -> None:
         table.add_row(label, f"{row['contains']:.3f}", f"{row['em']:.3f}", f"{row['f1']:.3f}", str(row["n"]))
     console.print(table)
     console.print(
-        f"mean reward {summary['mean_reward']:+.3f}, best-of-K reward {summary['best_reward']:+.3f} (contains gain); "
+        f"mean reward per self-edit {summary['mean_reward']:+.3f} (passages weigh equally), best-of-K reward {summary['best_reward']:+.3f} (contains gain); "
         f"{summary['skipped']} self-edits skipped, {summary['directive_fallbacks']} directives had a field fall back to the default"
     )
     console.print(f"recorded in {db_path}")

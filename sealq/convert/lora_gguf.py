@@ -279,3 +279,40 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
         if os.path.exists(tmp):
             os.unlink(tmp)
     return ConvertResult(out_path, len(writer_tensors) // 2, alpha_default, time.perf_counter() - t0)
+
+
+def validate_adapter(adapter_gguf: str | Path, base_gguf: str | Path) -> None:
+    """Check a GGUF LoRA adapter against a base model before llama.cpp sees it.
+
+    llama.cpp refuses a mismatched adapter too, but only with a log line and a NULL; this names the
+    problem: not an adapter, another architecture, a tensor the base lacks, or shapes that do not fit.
+
+    Raises:
+        SealqError: the file is unreadable, truncated, or does not fit the base.
+    """
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(adapter_gguf))
+    except Exception as e:
+        raise SealqError(f"{adapter_gguf}: not a readable GGUF adapter ({type(e).__name__}: {e})") from None
+
+    def field(key):
+        f = reader.fields.get(key)
+        return f.contents() if f is not None else None
+
+    if field(gguf.Keys.General.TYPE) != gguf.GGUFType.ADAPTER or field(gguf.Keys.Adapter.TYPE) != "lora":
+        raise SealqError(f"{adapter_gguf}: not a GGUF LoRA adapter (general.type={field(gguf.Keys.General.TYPE)!r})")
+    base = read_base_info(base_gguf)
+    arch = field(gguf.Keys.General.ARCHITECTURE)
+    if arch != base.architecture:
+        raise SealqError(f"{adapter_gguf}: adapter for architecture {arch!r}, base {base_gguf} is {base.architecture!r}")
+    tensors = {t.name: tuple(int(x) for x in reversed(t.shape.tolist())) for t in reader.tensors}
+    for name, shape in tensors.items():
+        weight, _, part = name.rpartition(".")
+        if weight not in base.shapes:
+            raise SealqError(f"{adapter_gguf}: {weight} is not in base {base_gguf} (adapter for another base?)")
+        out_f, in_f = base.shapes[weight]
+        if (part == "lora_a" and shape[1] != in_f) or (part == "lora_b" and shape[0] != out_f):
+            raise SealqError(f"{adapter_gguf}: {name} has shape {shape}, base {weight} is {(out_f, in_f)} "
+                             "(adapter for another base?)")

@@ -55,12 +55,14 @@ class LlamaRunner:
         n_ctx: context window in tokens.
         threads: CPU threads (0: one per core).
         seed: sampling seed.
+        logits_all: keep the logits of every prompt position (needed by :meth:`prompt_logits`).
 
     Raises:
         SealqError: llama.cpp cannot load the file.
     """
 
-    def __init__(self, model: ResolvedModel, n_ctx: int = 2048, threads: int = 0, seed: int = 0):
+    def __init__(self, model: ResolvedModel, n_ctx: int = 2048, threads: int = 0, seed: int = 0,
+                 logits_all: bool = False):
         import llama_cpp
 
         self._lc = llama_cpp
@@ -70,7 +72,7 @@ class LlamaRunner:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(
                     model_path=str(model.path), n_ctx=n_ctx, n_threads=n, n_threads_batch=n, seed=seed,
-                    verbose=False,
+                    logits_all=logits_all, verbose=False,
                 )
         except (ValueError, RuntimeError) as e:
             raise SealqError(f"{model.path}: llama.cpp cannot load this model ({e})") from None
@@ -98,6 +100,18 @@ class LlamaRunner:
         self.llm.eval(ids)
         ptr = self._lc.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         out = np.ctypeslib.as_array(ptr, shape=(self.llm.n_vocab(),)).copy()
+        self.clear_cache()
+        return out
+
+    def prompt_logits(self, ids: list[int]):
+        """Next-token logits at every position of ``ids`` (runner made with ``logits_all=True``).
+
+        Returns:
+            float32 numpy array, shape ``(len(ids), n_vocab)``.
+        """
+        self.clear_cache()
+        self.llm.eval(ids)
+        out = self.llm.scores[: len(ids)].copy()
         self.clear_cache()
         return out
 
@@ -135,6 +149,9 @@ class LlamaRunner:
         if key not in self._loaded:
             if not Path(key).is_file():
                 raise SealqError(f"{path}: adapter file not found")
+            from sealq.convert.lora_gguf import validate_adapter
+
+            validate_adapter(key, self.model.path)
             with _quiet_stderr():
                 ptr = self._lc.llama_adapter_lora_init(self.llm._model.model, key.encode("utf-8"))
             if not ptr:
