@@ -49,6 +49,28 @@ def hf_model(model, cache_root):
 
 
 @pytest.fixture(scope="session")
+def cli_run(tmp_path_factory, cache_root):
+    """`sealq loop --passages 1 --k 2 --json` through click, with model-written directives.
+
+    Returns (workspace, summary). Shared by the loop and inspection tests.
+    """
+    import json
+
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    ws = tmp_path_factory.mktemp("cli-ws")
+    result = CliRunner().invoke(
+        cli, ["loop", "--passages", "1", "--k", "2", "--epochs", "2", "--workspace", str(ws), "--json",
+              "--edit-type", "implications", "--edit-type", "self-qa"],
+        catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)},
+    )
+    assert result.exit_code == 0, result.output
+    return ws, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
 def passages():
     from sealq.engine.dataset import load_passages
 

@@ -15,19 +15,6 @@ STAGES = {"load_training_model", "baseline", "ceiling", "generate_self_edit", "g
           "train", "convert", "evaluate"}
 
 
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory, cache_root):
-    """`sealq loop --passages 1 --k 2 --json` through click, with model-written directives."""
-    ws = tmp_path_factory.mktemp("cli-ws")
-    result = CliRunner().invoke(
-        cli, ["loop", "--passages", "1", "--k", "2", "--epochs", "2", "--workspace", str(ws), "--json",
-              "--edit-type", "implications", "--edit-type", "self-qa"],
-        catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)},
-    )
-    assert result.exit_code == 0, result.output
-    return ws, json.loads(result.stdout)
-
-
 def test_every_stage_has_rows(cli_run):
     ws, summary = cli_run
     db = sqlite_utils.Database(str(ws / "runs.db"))

@@ -34,4 +34,5 @@ def cli():
 
 from sealq.cli import loop as _loop  # noqa: E402,F401  (registers commands)
 from sealq.cli import convert as _convert  # noqa: E402,F401
+from sealq.cli import inspect as _inspect  # noqa: E402,F401
 from sealq.cli import models as _models  # noqa: E402,F401

@@ -47,22 +47,27 @@ def _no_tqdm():
 
 
 def _save_cached(hf, folder: Path) -> None:
-    """Write config + fp32 weights (transformers refuses ``save_pretrained`` on a GGUF-loaded model)."""
+    """Write config + fp32 weights in the layout ``from_pretrained`` reads.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, and its config still names the GGUF
+    quantizer; the cache holds plain fp32 weights, so that entry is dropped.
+    """
+    import json
+
     from safetensors.torch import save_model
 
-    hf.config.save_pretrained(str(folder))
+    config = hf.config.to_dict()
+    config.pop("quantization_config", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     save_model(hf, str(folder / _WEIGHTS))  # handles the tied embedding / lm_head
 
 
 def _load_cached(folder: Path):
     import torch
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(folder))
-    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    load_model(hf, str(folder / _WEIGHTS))
-    return hf
+    with _no_tqdm():
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
 
 
 def load_training_model(model: ResolvedModel, cache_root: Path | None):

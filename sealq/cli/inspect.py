@@ -1,0 +1,188 @@
+"""``sealq runs``, ``sealq show RUN`` and ``sealq ask``: browse what a run did and poke at what was learned."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from sealq.cli import cli
+from sealq.errors import SealqError
+
+_workspace = click.option("--workspace", type=click.Path(file_okay=False),
+                          help="Workspace holding runs.db (default: $SEALQ_HOME or the current directory).")
+
+
+def _db(workspace):
+    from sealq.store import DB_NAME, open_db, resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    if not (ws / DB_NAME).exists():
+        raise SealqError(f"{ws / DB_NAME}: no runs yet (run `sealq loop` first)")
+    return open_db(ws)
+
+
+def _run_id(db, run: str) -> str:
+    """A full run id, a unique prefix of one, or 'latest'."""
+    if run == "latest":
+        row = db.execute("select id from runs order by id desc limit 1").fetchone()
+    else:
+        rows = db.execute("select id from runs where id like ? || '%'", [run.upper()]).fetchall()
+        if len(rows) > 1:
+            raise SealqError(f"run {run!r} is ambiguous ({len(rows)} runs start with it)")
+        row = rows[0] if rows else None
+    if row is None:
+        raise SealqError(f"no run {run!r} in runs.db (see `sealq runs`)")
+    return row[0]
+
+
+@cli.command()
+@_workspace
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def runs(workspace, as_json):
+    """List runs: id, when, model, data, passages, K, status, headline accuracy (contains)."""
+    db = _db(workspace)
+    rows = []
+    for r in db.query("select * from runs order by id desc"):
+        cfg = json.loads(r["config_json"] or "{}")
+        summary = json.loads(r["summary_json"] or "null") or {}
+        cond = summary.get("conditions", {})
+        rows.append({
+            "id": r["id"], "started_utc": r["started_utc"], "status": r["status"], "model": r["model_name"],
+            "data": r["data_path"], "passages": summary.get("passages", db.execute(
+                "select count(*) from passages where run_id = ?", [r["id"]]).fetchone()[0]),
+            "k": cfg.get("selfedit", {}).get("k"), "duration_ms": r["duration_ms"],
+            "no_context": cond.get("no_context", {}).get("contains"),
+            "mean_self_edit": cond.get("mean_self_edit", {}).get("contains"),
+            "best_of_k": cond.get("best_of_k", {}).get("contains"),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from pathlib import Path
+
+    from rich.table import Column
+
+    t = Table(Column("id", no_wrap=True, min_width=26), Column("started (UTC)", no_wrap=True), "status", "model",
+              "data", "passages", "K", "baseline", "mean self-edit", "best-of-K",
+              caption="accuracy: contains, no passage in the prompt")
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    for r in rows:
+        data = r["data"] if r["data"].startswith("(") else Path(r["data"]).name
+        t.add_row(r["id"], r["started_utc"][:16].replace("T", " "), r["status"], r["model"], data, str(r["passages"]),
+                  str(r["k"]), fmt(r["no_context"]), fmt(r["mean_self_edit"]), fmt(r["best_of_k"]))
+    Console(width=max(Console().width, 140)).print(t)
+
+
+def run_detail(db, run_id: str) -> dict:
+    """Per passage: baseline and ceiling accuracy, each self-edit (type, directive, reward), the best pick."""
+    out = {"run_id": run_id, "passages": []}
+    for p in db.query("select * from passages where run_id = ? order by idx", [run_id]):
+        acc = {c: db.execute(
+            """select avg(a.contains) from answers a join questions q on q.id = a.question_id
+               where q.passage_id = ? and a.condition = ?""", [p["id"], c]).fetchone()[0]
+            for c in ("no_context", "with_context")}
+        edits = []
+        for s in db.query("select * from self_edits where passage_id = ? order by sample_idx", [p["id"]]):
+            edits.append({
+                "id": s["id"], "sample": s["sample_idx"], "edit_type": s["edit_type"], "status": s["status"],
+                "n_items": s["n_items"], "directive": json.loads(s["directive_json"]),
+                "directive_raw": s["directive_raw"], "fallbacks": json.loads(s["directive_fallback_json"]),
+                "accuracy": s["accuracy"], "reward": s["reward"], "best": bool(s["is_best"]), "text": s["text"],
+            })
+        out["passages"].append({"idx": p["idx"], "title": p["title"], "questions": p["n_questions"],
+                                "baseline": acc["no_context"], "ceiling": acc["with_context"], "self_edits": edits})
+    return out
+
+
+@cli.command()
+@click.argument("run", default="latest")
+@_workspace
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def show(run, workspace, as_json):
+    """Show one run (id, unique prefix, or 'latest'): per passage, baseline and every self-edit."""
+    db = _db(workspace)
+    detail = run_detail(db, _run_id(db, run))
+    if as_json:
+        click.echo(json.dumps(detail, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for p in detail["passages"]:
+        t = Table(title=f"[{p['idx']}] {p['title']}: baseline {p['baseline']:.2f}, ceiling {p['ceiling']:.2f} "
+                        f"({p['questions']} questions)", title_justify="left")
+        for col in ("K", "type", "items", "directive", "fallback", "accuracy", "reward", "best"):
+            t.add_column(col)
+        for e in p["self_edits"]:
+            d = e["directive"]
+            t.add_row(str(e["sample"]), e["edit_type"], str(e["n_items"]),
+                      f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']}", ", ".join(e["fallbacks"]) or "-",
+                      f"{e['accuracy']:.2f}", f"{e['reward']:+.2f}" + (" (skipped)" if e["status"] != "ok" else ""),
+                      "*" if e["best"] else "")
+        console.print(t)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--run", help="Run id (or prefix, or 'latest') whose adapter to attach; needs --passage.")
+@click.option("--passage", "passage_idx", type=int, help="Passage index in that run: its best-of-K adapter is used.")
+@click.option("--adapter", type=click.Path(dir_okay=False), help="A GGUF LoRA adapter file to attach instead.")
+@click.option("--model", default=None, help="Base model (default: the run's model, else the default model).")
+@_workspace
+@click.option("--max-tokens", type=int, default=48, show_default=True)
+def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
+    """Answer QUESTION (greedy, no passage) with a learned adapter attached: see what the model now knows."""
+    from sealq.engine.answer import qa_messages
+    from sealq.engine.dataset import Passage, Question
+    from sealq.models.llama import LlamaRunner
+    from sealq.models.registry import resolve_model
+
+    if run and adapter:
+        raise SealqError("give --run/--passage or --adapter, not both")
+    if run is not None:
+        if passage_idx is None:
+            raise SealqError("--run needs --passage (the passage index, see `sealq show`)")
+        db = _db(workspace)
+        run_id = _run_id(db, run)
+        row = db.execute(
+            """select a.gguf_path, r.model_path from adapters a
+               join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id
+               join runs r on r.id = a.run_id
+               where a.run_id = ? and p.idx = ? and s.is_best = 1""", [run_id, passage_idx]).fetchone()
+        if row is None:
+            raise SealqError(f"run {run_id} has no kept adapter for passage {passage_idx}")
+        adapter, model = row[0], model or row[1]
+    runner = LlamaRunner(resolve_model(model), n_ctx=1024)
+    if adapter:
+        runner.set_adapters([(adapter, 1.0)])
+    msgs = qa_messages(Passage("", ""), Question(question, ("",)), with_context=False)
+    click.echo(runner.chat(msgs, max_tokens=max_tokens).text.strip())
+
+
+@cli.command()
+@click.argument("run", default="latest")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="HTML file to write (default: <workspace>/runs/<run>/report.html); a Markdown twin goes beside it.")
+@_workspace
+def report(run, output, workspace):
+    """Write a report of RUN: setup, results with intervals, figures, examples, limitations."""
+    from pathlib import Path
+
+    from sealq.engine.report import build_report
+    from sealq.store import resolve_workspace
+
+    db = _db(workspace)
+    run_id = _run_id(db, run)
+    out = Path(output) if output else resolve_workspace(workspace) / "runs" / run_id / "report.html"
+    try:
+        html_path, md_path = build_report(db, run_id).write(out)
+    except ValueError as e:
+        raise SealqError(str(e)) from None
+    except OSError as e:
+        raise SealqError(f"{out}: cannot write report ({e.strerror or e})") from None
+    click.echo(f"wrote {html_path} and {md_path}")
