@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from sealq.errors import SealqError
+from sealq.models.gguf_meta import GGUFMeta
 
 __all__ = ["convert_peft_to_gguf", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo"]
 
@@ -89,23 +90,15 @@ def read_base_info(base_gguf: str | Path) -> BaseInfo:
 def _read_base_info(base_gguf: str, _size: int, _mtime_ns: int) -> BaseInfo:
     import gguf
 
-    try:
-        reader = gguf.GGUFReader(str(base_gguf))
-    except Exception as e:
-        raise SealqError(f"{base_gguf}: not a readable GGUF ({type(e).__name__}: {e})") from None
-
-    def field(key):
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else None
-
+    meta = GGUFMeta(base_gguf)
+    field = meta.field
     arch = field(gguf.Keys.General.ARCHITECTURE)
     if arch is None:
         raise SealqError(f"{base_gguf}: no general.architecture")
     n_head = field(gguf.Keys.Attention.HEAD_COUNT.format(arch=arch))
     n_head_kv = field(gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch)) or n_head
     n_blocks = field(gguf.Keys.LLM.BLOCK_COUNT.format(arch=arch))
-    shapes = {t.name: tuple(int(x) for x in reversed(t.shape.tolist())) for t in reader.tensors}
-    return BaseInfo(arch, int(n_blocks), int(n_head), int(n_head_kv), shapes)
+    return BaseInfo(arch, int(n_blocks), int(n_head), int(n_head_kv), meta.shapes())
 
 
 def permute_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
@@ -292,23 +285,15 @@ def validate_adapter(adapter_gguf: str | Path, base_gguf: str | Path) -> None:
     """
     import gguf
 
-    try:
-        reader = gguf.GGUFReader(str(adapter_gguf))
-    except Exception as e:
-        raise SealqError(f"{adapter_gguf}: not a readable GGUF adapter ({type(e).__name__}: {e})") from None
-
-    def field(key):
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else None
-
+    meta = GGUFMeta(adapter_gguf, "GGUF adapter")
+    field = meta.field
     if field(gguf.Keys.General.TYPE) != gguf.GGUFType.ADAPTER or field(gguf.Keys.Adapter.TYPE) != "lora":
         raise SealqError(f"{adapter_gguf}: not a GGUF LoRA adapter (general.type={field(gguf.Keys.General.TYPE)!r})")
     base = read_base_info(base_gguf)
     arch = field(gguf.Keys.General.ARCHITECTURE)
     if arch != base.architecture:
         raise SealqError(f"{adapter_gguf}: adapter for architecture {arch!r}, base {base_gguf} is {base.architecture!r}")
-    tensors = {t.name: tuple(int(x) for x in reversed(t.shape.tolist())) for t in reader.tensors}
-    for name, shape in tensors.items():
+    for name, shape in meta.shapes().items():
         weight, _, part = name.rpartition(".")
         if weight not in base.shapes:
             raise SealqError(f"{adapter_gguf}: {weight} is not in base {base_gguf} (adapter for another base?)")

@@ -249,7 +249,7 @@ def _run_passage(db, run_id, run_dir: Path, idx: int, passage: Passage, config: 
         with clock("convert"):
             conv = convert_peft_to_gguf(result.adapter_dir, gguf_path, model.path)
         with clock("evaluate"):
-            with runner.adapter(gguf_path):
+            with runner.adapter(gguf_path, validate=False):  # the converter checked it against this base
                 adapted = qa.answer_passage(runner, passage, with_context=False, max_tokens=config.eval.max_tokens)
         # -- 5. reward = gain over the no-context baseline
         acc = _mean([a.score.contains for a in adapted])

@@ -144,14 +144,15 @@ class LlamaRunner:
         return Generation(out["choices"][0]["message"]["content"] or "", out["usage"]["completion_tokens"], seconds)
 
     # -- adapters -------------------------------------------------------------------------------------
-    def _adapter(self, path: Path):
+    def _adapter(self, path: Path, validate: bool):
         key = str(Path(path).resolve())
         if key not in self._loaded:
             if not Path(key).is_file():
                 raise SealqError(f"{path}: adapter file not found")
-            from sealq.convert.lora_gguf import validate_adapter
+            if validate:
+                from sealq.convert.lora_gguf import validate_adapter
 
-            validate_adapter(key, self.model.path)
+                validate_adapter(key, self.model.path)
             with _quiet_stderr():
                 ptr = self._lc.llama_adapter_lora_init(self.llm._model.model, key.encode("utf-8"))
             if not ptr:
@@ -159,14 +160,19 @@ class LlamaRunner:
             self._loaded[key] = ptr
         return key, self._loaded[key]
 
-    def set_adapters(self, adapters: list[tuple[str | Path, float]] | None) -> None:
+    def set_adapters(self, adapters: list[tuple[str | Path, float]] | None, validate: bool = True) -> None:
         """Attach exactly these adapters (path, scale) - none to return to the base - and clear the KV cache.
+
+        Args:
+            adapters: (GGUF LoRA adapter path, scale) pairs; None or [] detaches all.
+            validate: check each newly loaded file against the base first (~30 ms with gguf-py's reader);
+                the loop skips it for adapters its converter has just checked against the same base.
 
         Raises:
             SealqError: a file is missing or llama.cpp rejects it (wrong base, wrong format).
         """
         adapters = adapters or []
-        resolved = [(self._adapter(p), s) for p, s in adapters]
+        resolved = [(self._adapter(p, validate), s) for p, s in adapters]
         n = len(resolved)
         arr = (self._lc.llama_adapter_lora_p_ctypes * max(n, 1))(*[ptr for (_, ptr), _ in resolved])
         scales = (ctypes.c_float * max(n, 1))(*[s for _, s in resolved])
@@ -193,9 +199,9 @@ class LlamaRunner:
             self._lc.llama_adapter_lora_free(ptr)
 
     @contextlib.contextmanager
-    def adapter(self, path: str | Path, scale: float = 1.0):
+    def adapter(self, path: str | Path, scale: float = 1.0, validate: bool = True):
         """Context manager: attach one adapter, yield, then detach and free it."""
-        self.set_adapters([(path, scale)])
+        self.set_adapters([(path, scale)], validate=validate)
         try:
             yield
         finally:

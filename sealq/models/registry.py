@@ -112,16 +112,10 @@ def _gguf_architecture(path: Path) -> tuple[str, str]:
         raise SealqError(f"{path}: not a GGUF file")
     import gguf
 
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # the gguf reader raises ValueError/struct.error/... on damaged files
-        raise SealqError(f"{path}: damaged or truncated GGUF file ({type(e).__name__}: {e})") from None
+    from sealq.models.gguf_meta import GGUFMeta
 
-    def field(key):
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else None
-
-    return field(gguf.Keys.General.TYPE) or "model", field(gguf.Keys.General.ARCHITECTURE) or "?"
+    meta = GGUFMeta(path, "GGUF model (damaged or truncated)")
+    return meta.field(gguf.Keys.General.TYPE) or "model", meta.field(gguf.Keys.General.ARCHITECTURE) or "?"
 
 
 def resolve_model(name_or_path: str | None) -> ResolvedModel:
