@@ -4,6 +4,7 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
+TORCH_PIP_ARGS ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sealq-installed
 
@@ -29,8 +30,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# CPU build of torch first (a bare `torch` requirement would pull a multi-GB CUDA build).
-	$(BIN)/python -m pip install torch==2.13.0
+	# CPU build of torch first (a bare `torch` requirement would pull a multi-GB CUDA build). This machine
+	# kind has the CPU wheel on local disk; elsewhere point TORCH_PIP_ARGS at a CPU wheel index.
+	$(BIN)/python -m pip install torch==2.13.0 $(TORCH_PIP_ARGS)
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) with: $(LLAMA_CMAKE_ARGS) (5-8 minutes on 2 cores)"; \
 	  rm -rf $(WHEELHOUSE).tmp; \

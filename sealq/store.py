@@ -138,14 +138,20 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["timings"].create_index(["run_id", "stage"])
 
 
-def resolve_workspace(workspace: str | os.PathLike | None = None) -> Path:
+def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
     """The folder that holds ``runs.db`` and the adapters: ``workspace``, else ``$SEALQ_HOME``, else cwd.
+
+    Args:
+        workspace: an explicit folder (``--workspace``).
+        create: create it and require write access (commands that only read pass False).
 
     Raises:
         SealqError: the folder cannot be created or is not writable.
     """
     raw = workspace or os.environ.get("SEALQ_HOME") or os.getcwd()
     path = Path(raw).expanduser().resolve()
+    if not create:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

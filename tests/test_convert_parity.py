@@ -139,7 +139,27 @@ def test_refused_variants(hf_model, f32_runner, tmp_path):
     cfg_path = tmp_path / "peft" / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     for patch, message in [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
-                           ({"peft_type": "IA3"}, "not LORA")]:
+                           ({"peft_type": "IA3"}, "not LORA"), ({"lora_bias": True}, "lora_bias"),
+                           ({"r": None}, "invalid r"), ({"rank_pattern": {"q_proj(": 4}}, "invalid r")]:
         cfg_path.write_text(json.dumps({**cfg, **patch}))
         with pytest.raises(SealqError, match=message):
             _convert(tmp_path, f32_runner)
+
+
+def test_embedding_target_and_mismatched_shapes_are_refused(hf_model, f32_runner, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _random_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=5, r=4)
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    # an embedding target, as PEFT names it
+    save_file({**tensors, "base_model.model.model.embed_tokens.lora_A.weight": torch.zeros(4, 49152),
+               "base_model.model.model.embed_tokens.lora_B.weight": torch.zeros(576, 4)}, str(weights))
+    with pytest.raises(SealqError, match="embed_tokens.*not supported"):
+        _convert(tmp_path, f32_runner)
+    # lora_A with another input width: an adapter trained on another base
+    bad = {k: (torch.zeros(4, 999) if k.endswith("lora_A.weight") else v) for k, v in tensors.items()}
+    save_file(bad, str(weights))
+    with pytest.raises(SealqError, match="adapter for another base"):
+        _convert(tmp_path, f32_runner)
+    assert not (tmp_path / "a.gguf").exists()

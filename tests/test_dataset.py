@@ -70,6 +70,8 @@ def test_duplicates_are_dropped():
         (b'[{"title": "T", "context": "C", "questions": [{"question": "Q"}]}]', "missing field 'answer'"),
         (b'[{"title": "T", "context": "C", "questions": [{"question": "", "answer": "A"}]}]', "question: expected a non-empty string"),
         (b'{"data": [{"title": "T"}]}', "missing field 'paragraphs'"),
+        (b'{"data": [{"title": "T", "paragraphs": [{"context": "C", "qas": [{"question": "Q"}]}]}]}',
+         r"data\[0\]\.paragraphs\[0\] question 0: missing field 'answer'"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, content, message):

@@ -44,7 +44,10 @@ def test_inspect_errors_are_one_line(cli_run, workspace):
     for args, message in [(["show", "NOPE", "--workspace", str(ws)], "no run 'NOPE'"),
                           (["runs"], "no runs yet"),
                           (["ask", "q?", "--run", "latest", "--workspace", str(ws)], "--run needs --passage"),
-                          (["ask", "q?", "--adapter", "/nonexistent.gguf"], "adapter file not found")]:
+                          (["ask", "q?", "--adapter", "/nonexistent.gguf"], "adapter file not found"),
+                          (["ask", "q?", "--passage", "0"], "--passage needs --run"),
+                          (["show", "%", "--workspace", str(ws)], "no run '%'"),
+                          (["report", "latest", "-o", "x.md", "--workspace", str(ws)], "Markdown twin")]:
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
 

@@ -68,6 +68,8 @@ def test_fictional_facts_are_learned(tmp_path, cache_root):
         (["--epochs", "99"], "--epochs must be in"),
         (["--rank", "5"], "--rank must be one of"),
         (["--temperature", "-1"], "--temperature must be in"),
+        (["--edit-type", "poem"], "'poem' is not one of"),
+        (["--k", "three"], "'three' is not a valid integer"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_records_nothing(args, message, workspace):

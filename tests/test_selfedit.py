@@ -35,3 +35,16 @@ def test_prompts_contain_the_passage():
     for edit_type in PROMPTS:
         (msg,) = edit_messages(P, edit_type)
         assert msg["role"] == "user" and P.context in msg["content"] and P.title in msg["content"]
+
+
+def test_lines_that_start_with_header_words_are_kept():
+    text = "Implications:\nNotes from the keeper were kept in a red logbook.\nImplications of the storm reached the island."
+    assert split_items(text, "implications", 10) == [
+        "Notes from the keeper were kept in a red logbook.", "Implications of the storm reached the island.",
+    ]
+
+
+def test_q_dot_a_dot_pairs_and_list_letters():
+    assert split_items("Q. What colour is it?\nA. Purple, always.", "self-qa", 5) == ["Q: What colour is it?\nA: Purple, always."]
+    assert split_items("a) The fruit is purple.\nb) It grows high up.", "implications", 5) == [
+        "The fruit is purple.", "It grows high up."]

@@ -89,4 +89,5 @@ def test_mismatched_adapter_is_refused_before_llama_cpp(runner, two_adapters, tm
     truncated.write_bytes(two_adapters[0].read_bytes()[:5000])
     with pytest.raises(SealqError, match="not a readable GGUF adapter"):
         runner.set_adapters([(truncated, 1.0)])
-    assert reader.tensors  # the good adapter is untouched
+    assert runner.active == () and not runner._loaded  # nothing half-attached or leaked
+    assert len(reader.tensors) > 0

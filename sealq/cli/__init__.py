@@ -12,13 +12,18 @@ __all__ = ["cli"]
 
 
 class _Group(click.Group):
-    """A click group that turns :class:`SealqError` into one line on stderr and exit code 2."""
+    """A click group that turns :class:`SealqError` and click's usage errors (a bad option value, an
+    unknown choice) into one line on stderr and exit code 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SealqError as e:
             click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as e:
+            where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+            click.echo(f"Error: {where}{e.format_message()}", err=True)
             sys.exit(EXIT_USAGE)
 
 

@@ -16,7 +16,7 @@ _workspace = click.option("--workspace", type=click.Path(file_okay=False),
 def _db(workspace):
     from sealq.store import DB_NAME, open_db, resolve_workspace
 
-    ws = resolve_workspace(workspace)
+    ws = resolve_workspace(workspace, create=False)
     if not (ws / DB_NAME).exists():
         raise SealqError(f"{ws / DB_NAME}: no runs yet (run `sealq loop` first)")
     return open_db(ws)
@@ -27,7 +27,9 @@ def _run_id(db, run: str) -> str:
     if run == "latest":
         row = db.execute("select id from runs order by id desc limit 1").fetchone()
     else:
-        rows = db.execute("select id from runs where id like ? || '%'", [run.upper()]).fetchall()
+        if not run:
+            raise SealqError("empty run id")
+        rows = db.execute("select id from runs where substr(id, 1, ?) = ?", [len(run), run.upper()]).fetchall()
         if len(rows) > 1:
             raise SealqError(f"run {run!r} is ambiguous ({len(rows)} runs start with it)")
         row = rows[0] if rows else None
@@ -134,7 +136,7 @@ def show(run, workspace, as_json):
 @click.option("--adapter", type=click.Path(dir_okay=False), help="A GGUF LoRA adapter file to attach instead.")
 @click.option("--model", default=None, help="Base model (default: the run's model, else the default model).")
 @_workspace
-@click.option("--max-tokens", type=int, default=48, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1, 1024), default=48, show_default=True)
 def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     """Answer QUESTION (greedy, no passage) with a learned adapter attached: see what the model now knows."""
     from sealq.engine.answer import qa_messages
@@ -144,6 +146,8 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
 
     if run and adapter:
         raise SealqError("give --run/--passage or --adapter, not both")
+    if passage_idx is not None and run is None:
+        raise SealqError("--passage needs --run (the run whose best adapter for that passage to attach)")
     if run is not None:
         if passage_idx is None:
             raise SealqError("--run needs --passage (the passage index, see `sealq show`)")
@@ -179,10 +183,10 @@ def report(run, output, workspace):
     db = _db(workspace)
     run_id = _run_id(db, run)
     out = Path(output) if output else resolve_workspace(workspace) / "runs" / run_id / "report.html"
+    if out.suffix.lower() == ".md":
+        raise SealqError(f"{out}: give the HTML file name; the Markdown twin is written beside it")
     try:
         html_path, md_path = build_report(db, run_id).write(out)
-    except ValueError as e:
-        raise SealqError(str(e)) from None
     except OSError as e:
         raise SealqError(f"{out}: cannot write report ({e.strerror or e})") from None
     click.echo(f"wrote {html_path} and {md_path}")

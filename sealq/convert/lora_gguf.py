@@ -147,7 +147,9 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
     return config, tensors
 
 
-def _check_config(config: dict, where: Path) -> None:
+def _check_config(config, where: Path) -> None:
+    if not isinstance(config, dict):
+        raise SealqError(f"{where}/adapter_config.json: expected a JSON object")
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise SealqError(f"{where}: peft_type {config.get('peft_type')!r} is not LORA")
     if config.get("use_dora"):
@@ -192,8 +194,14 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
     arch = gguf.MODEL_ARCH.LLAMA
     name_map = gguf.get_tensor_name_map(arch, base.n_blocks)
 
-    r_default = int(config.get("r", 8))
-    alpha_default = float(config.get("lora_alpha", r_default))
+    try:
+        r_default = int(config.get("r", 8))
+        alpha_default = float(config.get("lora_alpha", r_default))
+        patterns = {k: {str(m): float(v) for m, v in (config.get(k) or {}).items()} for k in ("rank_pattern", "alpha_pattern")}
+        for pattern in (m for p in patterns.values() for m in p):
+            re.compile(pattern)
+    except (TypeError, ValueError, AttributeError, re.error) as e:
+        raise SealqError(f"{adapter_dir}/adapter_config.json: invalid r, lora_alpha, rank_pattern or alpha_pattern ({e})") from None
     rslora = bool(config.get("use_rslora"))
 
     pairs: dict[str, dict[str, np.ndarray]] = {}
@@ -226,8 +234,8 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
                 "(adapter for another base?)"
             )
         r = a.shape[0]
-        r_m = int(_pattern_value(config.get("rank_pattern"), module, r_default))
-        alpha_m = float(_pattern_value(config.get("alpha_pattern"), module, alpha_default))
+        r_m = int(_pattern_value(patterns["rank_pattern"], module, r_default))
+        alpha_m = float(_pattern_value(patterns["alpha_pattern"], module, alpha_default))
         if r_m != r:
             raise SealqError(f"{adapter_dir}: {module} has rank {r} but the config says {r_m}")
         peft_scale = alpha_m / (math.sqrt(r) if rslora else r)

@@ -96,7 +96,7 @@ def _answers(q: dict, where: str) -> tuple[str, ...]:
 def _flat(records: list, source: str) -> list[Passage]:
     passages = []
     for i, rec in enumerate(records):
-        where = f"{source}: passage {i}"
+        where = rec.get("_where", f"{source}: passage {i}") if isinstance(rec, dict) else f"{source}: passage {i}"
         if not isinstance(rec, dict):
             raise SealqError(f"{where}: expected an object with title/context/questions")
         for key in ("title", "context", "questions"):
@@ -139,7 +139,10 @@ def _official(doc: dict, source: str) -> list[Passage]:
             if not isinstance(para["qas"], list):
                 raise SealqError(f"{pwhere}.qas: expected a list")
             qas = [qa for qa in para["qas"] if not (isinstance(qa, dict) and qa.get("is_impossible"))]
-            records.append({"title": title, "context": para["context"], "questions": qas})
+            if para["qas"] and not qas:
+                continue  # SQuAD 2.0: only unanswerable questions here
+            records.append({"title": title, "context": para["context"], "questions": qas,
+                            "_where": f"{source}: data[{i}].paragraphs[{j}]"})
     return _flat(records, source)
 
 

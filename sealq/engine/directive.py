@@ -45,6 +45,7 @@ class ParsedDirective:
 
     @property
     def fell_back(self) -> bool:
+        """True if any field fell back to the default."""
         return bool(self.fallbacks)
 
 

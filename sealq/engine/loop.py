@@ -46,10 +46,17 @@ _DIRECTIVE_TOKENS = 24
 class LoopEvents:
     """Progress callbacks (the CLI draws progress bars from them); the default does nothing."""
 
-    def stage(self, text: str) -> None: ...
-    def start(self, n_passages: int, k: int) -> None: ...
-    def self_edit_done(self, passage_idx: int, sample_idx: int, reward: float | None) -> None: ...
-    def passage_done(self, passage_idx: int) -> None: ...
+    def stage(self, text: str) -> None:
+        """A set-up stage begins (loading models)."""
+
+    def start(self, n_passages: int, k: int) -> None:
+        """The per-passage work begins: ``n_passages * k`` self-edits to go."""
+
+    def self_edit_done(self, passage_idx: int, sample_idx: int, reward: float | None) -> None:
+        """One self-edit is recorded; ``reward`` is None when it was skipped."""
+
+    def passage_done(self, passage_idx: int) -> None:
+        """Every self-edit of a passage is recorded and the best-of-K pick made."""
 
 
 def package_versions() -> dict:
@@ -159,7 +166,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
     db["runs"].insert({
         "id": run_id, "command": "loop", "status": "running", "started_utc": started,
         "model_name": model.name, "model_path": str(model.path), "model_sha256": file_sha256(model.path),
-        "data_path": str(config.data) if config.data else "(bundled default)", "seed": config.seed,
+        "data_path": str(Path(config.data).resolve()) if config.data else "(bundled default)", "seed": config.seed,
         "pid": os.getpid(), "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
     })
     try:
@@ -204,7 +211,8 @@ def _run_passage(db, run_id, run_dir: Path, idx: int, passage: Passage, config: 
     base_em = _mean([a.score.em for a in base])
     base_f1 = _mean([a.score.f1 for a in base])
 
-    kept: list[tuple[int, float, float, Path, Path]] = []  # (adapter row id, reward, reward_f1, peft dir, gguf)
+    # best-of-K candidates: (reward, reward_f1, -sample_idx, self-edit id, adapter id or None, peft dir, gguf)
+    candidates: list[tuple] = []
     for j in range(sc.k):
         edit_type = sc.edit_types[j % len(sc.edit_types)]
         seed = config.seed * 1_000_003 + idx * 1009 + j
@@ -235,6 +243,7 @@ def _run_passage(db, run_id, run_dir: Path, idx: int, passage: Passage, config: 
                                                  "accuracy": base_c, "reward": 0.0, "reward_em": 0.0,
                                                  "reward_f1": 0.0, "is_best": 0}).last_pk
                 clock.flush(db, run_id, passage_id=pid, self_edit_id=se_id)
+            candidates.append((0.0, 0.0, -j, se_id, None, None, None))
             events.self_edit_done(idx, j, None)
             continue
         # -- 3. train a LoRA adapter on title + items and title + passage (llama.cpp token ids)
@@ -268,16 +277,16 @@ def _run_passage(db, run_id, run_dir: Path, idx: int, passage: Passage, config: 
             }).last_pk
             db["answers"].insert_all(_answer_rows(run_id, qids, adapted, qa.ADAPTED, se_id))
             clock.flush(db, run_id, passage_id=pid, self_edit_id=se_id)
-        kept.append((ad_id, se_id, reward, reward_f1, result.adapter_dir, gguf_path))
+        candidates.append((reward, reward_f1, -j, se_id, ad_id, result.adapter_dir, gguf_path))
         events.self_edit_done(idx, j, reward)
 
-    # -- best-of-K: highest contains gain, ties broken by F1 gain, then by sample order
-    if kept:
-        best = max(kept, key=lambda t: (t[2], t[3], -kept.index(t)))
-        with db.atomic():
-            db["self_edits"].update(best[1], {"is_best": 1})
-            for ad_id, _se, _r, _f, peft_dir, gguf_path in kept:
-                if ad_id != best[0] and not config.keep_adapters:
-                    shutil.rmtree(peft_dir, ignore_errors=True)
-                    gguf_path.unlink(missing_ok=True)
-                    db["adapters"].update(ad_id, {"kept": 0})
+    # -- best-of-K: highest contains gain, ties broken by F1 gain, then by sample order. A skipped self-edit
+    #    (model unchanged, reward 0) is a candidate too, so best-of-K never falls below "no update".
+    best = max(candidates, key=lambda c: c[:3])
+    with db.atomic():
+        db["self_edits"].update(best[3], {"is_best": 1})
+        for _r, _f, _j, _se, ad_id, peft_dir, gguf_path in candidates:
+            if ad_id is not None and ad_id != best[4] and not config.keep_adapters:
+                shutil.rmtree(peft_dir, ignore_errors=True)
+                gguf_path.unlink(missing_ok=True)
+                db["adapters"].update(ad_id, {"kept": 0})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealq.engine.stats import cluster_bootstrap
+from sealq.errors import SealqError
 
 __all__ = ["build_report", "Report"]
 
@@ -172,13 +173,13 @@ def build_report(db, run_id: str) -> Report:
         run_id: a run whose status is ``done``.
 
     Raises:
-        ValueError: the run has no recorded passages.
+        SealqError: the run has no recorded passages.
     """
     run = db["runs"].get(run_id)
     config = json.loads(run["config_json"])
     scores = _scores_by_passage(db, run_id)
     if not scores["no_context"]:
-        raise ValueError(f"run {run_id} has no passages")
+        raise SealqError(f"run {run_id} has no recorded passages to report on")
     intervals = {c: {m: cluster_bootstrap([[g[i] for g in p] for p in scores[c]]) for i, m in enumerate(("contains", "em", "f1"))}
                  for c in CONDITIONS}
     figs = _figures(db, run_id, intervals)

@@ -41,8 +41,9 @@ DIRECTIVE_PROMPT = (
     "epochs=E lr=L rank=R."
 )
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.):]|\(?[a-z][.)])\s+", re.I)
-_HEADER = re.compile(r"^\s*(?:\*\*)?(implications|rewrite|questions and answers|notes)\b.*:?\s*(?:\*\*)?\s*$", re.I)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.):])\s+")
+_LETTER = re.compile(r"^\s*\(?[a-z][.)]\s+", re.I)  # "a) ..." list letters (not for self-QA: "Q. ...")
+_HEADER = re.compile(r"^(implications|rewrite|questions and answers|notes)\s*:?$", re.I)
 
 
 def edit_messages(passage: Passage, edit_type: str) -> list[dict]:
@@ -58,8 +59,10 @@ def directive_messages(passage: Passage, edit_type: str, self_edit: str) -> list
     ]
 
 
-def _clean(line: str) -> str:
+def _clean(line: str, letters: bool) -> str:
     line = _BULLET.sub("", line.strip())
+    if letters:
+        line = _LETTER.sub("", line)
     return line.replace("**", "").strip()
 
 
@@ -73,7 +76,7 @@ def split_items(text: str, edit_type: str, max_items: int) -> list[str]:
     Returns:
         The items, possibly empty (an empty self-edit is recorded and skipped by the loop).
     """
-    lines = [_clean(x) for x in text.splitlines()]
+    lines = [_clean(x, letters=edit_type != "self-qa") for x in text.splitlines()]
     lines = [x for x in lines if x and not _HEADER.match(x)]
     items: list[str] = []
     if edit_type == "self-qa":

@@ -6,8 +6,9 @@ All accuracies are micro-averages over questions (each question counts once per 
 * ``with_context``: the base model with the passage in the prompt (ceiling).
 * ``mean_self_edit``: every sampled self-edit's adapted answers, averaged (what one self-edit gives).
   A skipped self-edit (no usable items) counts with the unchanged model's baseline answers.
-* ``best_of_k``: per passage, the answers of the self-edit with the highest reward. The pick is made on
-  the same questions it is scored on, so it is an oracle upper bound, not a held-out estimate.
+* ``best_of_k``: per passage, the answers of the self-edit with the highest reward (a skipped self-edit
+  is a candidate with reward 0 and the baseline answers). The pick is made on the same questions it is
+  scored on, so it is an oracle upper bound, not a held-out estimate.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def summarize(db, run_id: str) -> dict:
               join questions q on q.passage_id = ps.id
               join answers b on b.question_id = q.id and b.condition = 'no_context'
               where ps.run_id = :run
-                and not exists (select 1 from self_edits s where s.passage_id = ps.id and s.is_best = 1)
+                and not exists (select 1 from self_edits s
+                                where s.passage_id = ps.id and s.is_best = 1 and s.status = 'ok')
             """,
             p,
         ),

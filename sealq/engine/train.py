@@ -97,14 +97,14 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
         pad_id: padding token id (masked out of the loss and attention).
 
     Raises:
-        ValueError: ``sequences`` is empty.
+        ValueError: no sequence has at least 2 tokens.
     """
     import torch
     from peft import LoraConfig
 
-    if not sequences:
-        raise ValueError("no training sequences")
     sequences = [s[: config.max_seq_tokens] for s in sequences if len(s) >= 2]
+    if not sequences:
+        raise ValueError("no training sequences of at least 2 tokens")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     lora = LoraConfig(

@@ -77,7 +77,7 @@ class LlamaRunner:
         except (ValueError, RuntimeError) as e:
             raise SealqError(f"{model.path}: llama.cpp cannot load this model ({e})") from None
         self._loaded: dict[str, object] = {}  # path -> llama_adapter_lora_p
-        self.active: tuple[str, ...] = ()
+        self.active: tuple[tuple[str, float], ...] = ()  # (resolved path, scale) attached now
 
     # -- tokens ---------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -86,6 +86,7 @@ class LlamaRunner:
 
     @property
     def n_ctx(self) -> int:
+        """The context window in tokens."""
         return self.llm.n_ctx()
 
     def next_token_logits(self, ids: list[int]):
@@ -179,7 +180,7 @@ class LlamaRunner:
         rc = self._lc.llama_set_adapters_lora(self.llm._ctx.ctx, arr if n else None, n, scales if n else None)
         if rc != 0:
             raise SealqError(f"llama.cpp could not attach adapters ({rc})")
-        self.active = tuple(k for (k, _), _ in resolved)
+        self.active = tuple((k, s) for (k, _), s in resolved)
         self.clear_cache()
 
     def clear_cache(self) -> None:
@@ -192,8 +193,8 @@ class LlamaRunner:
     def free_adapter(self, path: str | Path) -> None:
         """Detach (if attached) and free one adapter's memory."""
         key = str(Path(path).resolve())
-        if key in self.active:
-            self.set_adapters([(p, 1.0) for p in self.active if p != key])
+        if any(p == key for p, _ in self.active):
+            self.set_adapters([(p, s) for p, s in self.active if p != key])
         ptr = self._loaded.pop(key, None)
         if ptr is not None:
             self._lc.llama_adapter_lora_free(ptr)
@@ -201,8 +202,8 @@ class LlamaRunner:
     @contextlib.contextmanager
     def adapter(self, path: str | Path, scale: float = 1.0, validate: bool = True):
         """Context manager: attach one adapter, yield, then detach and free it."""
-        self.set_adapters([(path, scale)], validate=validate)
         try:
+            self.set_adapters([(path, scale)], validate=validate)
             yield
         finally:
             self.set_adapters(None)
