@@ -16,16 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealq.engine.stats import cluster_bootstrap
+from sealq.engine.summary import CONDITIONS, scores_by_passage
 from sealq.errors import SealqError
 
 __all__ = ["build_report", "Report"]
 
-CONDITIONS = {
-    "no_context": "baseline (no passage)",
-    "with_context": "ceiling (passage in prompt)",
-    "mean_self_edit": "mean self-edit",
-    "best_of_k": "best-of-K (oracle pick)",
-}
 
 
 @dataclass
@@ -48,31 +43,6 @@ class Report:
             (fig_dir / f"{name}.png").write_bytes(png)
         md.write_text(self.markdown.replace("{stem}_files", fig_dir.name), encoding="utf-8")
         return html_path, md
-
-
-def _scores_by_passage(db, run_id: str) -> dict:
-    """condition -> list (per passage) of per-question contains/em/f1 triples, aligned by question."""
-    passages = [r["id"] for r in db.query("select id from passages where run_id = ? order by idx", [run_id])]
-    out = {c: [] for c in CONDITIONS}
-    for pid in passages:
-        qids = [r["id"] for r in db.query("select id from questions where passage_id = ? order by idx", [pid])]
-
-        def grades(sql, params):
-            rows = {r["question_id"]: (r["contains"], r["em"], r["f1"]) for r in db.query(sql, params)}
-            return [rows.get(q, (0.0, 0.0, 0.0)) for q in qids]
-
-        base = grades("select a.* from answers a join questions q on q.id = a.question_id "
-                      "where q.passage_id = ? and a.condition = 'no_context'", [pid])
-        out["no_context"].append(base)
-        out["with_context"].append(grades("select a.* from answers a join questions q on q.id = a.question_id "
-                                          "where q.passage_id = ? and a.condition = 'with_context'", [pid]))
-        edits = list(db.query("select id, status, is_best from self_edits where passage_id = ? order by sample_idx", [pid]))
-        per_edit = [grades("select * from answers where self_edit_id = ?", [e["id"]]) if e["status"] == "ok" else base
-                    for e in edits]
-        out["mean_self_edit"].append([g for e in per_edit for g in e] or base)
-        best = [g for e, pe in zip(edits, per_edit) if e["is_best"] for g in pe]
-        out["best_of_k"].append(best or base)
-    return out
 
 
 def _png(fig) -> bytes:
@@ -177,7 +147,7 @@ def build_report(db, run_id: str) -> Report:
     """
     run = db["runs"].get(run_id)
     config = json.loads(run["config_json"])
-    scores = _scores_by_passage(db, run_id)
+    scores = scores_by_passage(db, run_id)
     if not scores["no_context"]:
         raise SealqError(f"run {run_id} has no recorded passages to report on")
     intervals = {c: {m: cluster_bootstrap([[g[i] for g in p] for p in scores[c]]) for i, m in enumerate(("contains", "em", "f1"))}

@@ -13,16 +13,47 @@ All accuracies are micro-averages over questions (each question counts once per 
 
 from __future__ import annotations
 
-__all__ = ["summarize", "METRICS"]
+__all__ = ["summarize", "scores_by_passage", "CONDITIONS", "METRICS"]
 
 METRICS = ("contains", "em", "f1")
 
 
-def _avg(db, sql: str, params) -> dict:
-    row = db.execute(
-        f"select count(*), avg(contains), avg(em), avg(f1) from ({sql})", params
-    ).fetchone()
-    return {"n": row[0], "contains": row[1] or 0.0, "em": row[2] or 0.0, "f1": row[3] or 0.0}
+CONDITIONS = {
+    "no_context": "baseline (no passage)",
+    "with_context": "ceiling (passage in prompt)",
+    "mean_self_edit": "mean self-edit",
+    "best_of_k": "best-of-K (oracle pick)",
+}
+
+
+def scores_by_passage(db, run_id: str) -> dict:
+    """Per-question grades of every condition, grouped by passage (the unit the bootstrap resamples).
+
+    Returns:
+        condition -> one list per passage (in passage order) of ``(contains, em, f1)`` triples. For
+        ``mean_self_edit`` a passage's list holds K x questions triples; the others hold one per question.
+    """
+    passages = [r["id"] for r in db.query("select id from passages where run_id = ? order by idx", [run_id])]
+    out = {c: [] for c in CONDITIONS}
+    for pid in passages:
+        qids = [r["id"] for r in db.query("select id from questions where passage_id = ? order by idx", [pid])]
+
+        def grades(sql, params):
+            rows = {r["question_id"]: (r["contains"], r["em"], r["f1"]) for r in db.query(sql, params)}
+            return [rows.get(q, (0.0, 0.0, 0.0)) for q in qids]
+
+        base = grades("select a.* from answers a join questions q on q.id = a.question_id "
+                      "where q.passage_id = ? and a.condition = 'no_context'", [pid])
+        out["no_context"].append(base)
+        out["with_context"].append(grades("select a.* from answers a join questions q on q.id = a.question_id "
+                                          "where q.passage_id = ? and a.condition = 'with_context'", [pid]))
+        edits = list(db.query("select id, status, is_best from self_edits where passage_id = ? order by sample_idx", [pid]))
+        per_edit = [grades("select * from answers where self_edit_id = ?", [e["id"]]) if e["status"] == "ok" else base
+                    for e in edits]
+        out["mean_self_edit"].append([g for e in per_edit for g in e] or base)
+        best = [g for e, pe in zip(edits, per_edit) if e["is_best"] for g in pe]
+        out["best_of_k"].append(best or base)
+    return out
 
 
 def summarize(db, run_id: str) -> dict:
@@ -33,39 +64,11 @@ def summarize(db, run_id: str) -> dict:
         "conditions": {name: {"n", "contains", "em", "f1"}}, "mean_reward", "best_reward"}``.
     """
     p = {"run": run_id}
-    conditions = {
-        "no_context": _avg(db, "select contains, em, f1 from answers where run_id = :run and condition = 'no_context'", p),
-        "with_context": _avg(db, "select contains, em, f1 from answers where run_id = :run and condition = 'with_context'", p),
-        "mean_self_edit": _avg(
-            db,
-            """
-            select a.contains, a.em, a.f1 from answers a
-              where a.run_id = :run and a.condition = 'adapted'
-            union all
-            select b.contains, b.em, b.f1 from self_edits s
-              join questions q on q.passage_id = s.passage_id
-              join answers b on b.question_id = q.id and b.condition = 'no_context'
-              where s.run_id = :run and s.status = 'skipped'
-            """,
-            p,
-        ),
-        "best_of_k": _avg(
-            db,
-            """
-            select a.contains, a.em, a.f1 from answers a
-              join self_edits s on s.id = a.self_edit_id
-              where a.run_id = :run and s.is_best = 1
-            union all
-            select b.contains, b.em, b.f1 from passages ps
-              join questions q on q.passage_id = ps.id
-              join answers b on b.question_id = q.id and b.condition = 'no_context'
-              where ps.run_id = :run
-                and not exists (select 1 from self_edits s
-                                where s.passage_id = ps.id and s.is_best = 1 and s.status = 'ok')
-            """,
-            p,
-        ),
-    }
+    conditions = {}
+    for name, groups in scores_by_passage(db, run_id).items():
+        grades = [g for passage in groups for g in passage]
+        n = len(grades)
+        conditions[name] = {"n": n, **{m: (sum(g[i] for g in grades) / n if n else 0.0) for i, m in enumerate(METRICS)}}
     counts = db.execute(
         """select count(*), sum(status = 'skipped'), sum(directive_fallback_json != '{}'), avg(reward)
            from self_edits where run_id = :run""",
