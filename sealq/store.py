@@ -16,7 +16,7 @@ from sqlite_utils import Migrations
 
 from sealq.errors import SealqError
 
-__all__ = ["resolve_workspace", "open_db", "utc_now", "migrations", "DB_NAME"]
+__all__ = ["resolve_workspace", "open_db", "utc_now", "migrations", "DB_NAME", "find_run", "RunLock"]
 
 DB_NAME = "runs.db"
 
@@ -138,6 +138,65 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["timings"].create_index(["run_id", "stage"])
 
 
+@migrations()
+def m002_conditions_and_resume(db: sqlite_utils.Database) -> None:
+    """Evaluation conditions and repeats (``sealq eval``) and resumable runs (``sealq loop --resume``).
+
+    self_edits.source: ``model`` (a sampled self-edit), ``passage`` (LoRA on the passage alone, no
+    self-edit) or ``teacher`` (a teacher-written self-edit read from a file); self_edits.seed_idx: which
+    repeat (``--seeds``); best-of-K is picked per passage and repeat among ``model`` rows.
+    runs.resumes: how many times the run was resumed.
+    """
+    db["self_edits"].add_column("source", str, not_null_default="model")
+    db["self_edits"].add_column("seed_idx", int, not_null_default=0)
+    db.execute("drop index if exists idx_self_edits_passage_id_sample_idx")
+    db["self_edits"].create_index(["passage_id", "source", "seed_idx", "sample_idx"], unique=True)
+    db["runs"].add_column("resumes", int, not_null_default=0)
+
+
+@migrations()
+def m003_restem(db: sqlite_utils.Database) -> None:
+    """ReST-EM rounds (``sealq loop --rounds``): passages per round and split, policy adapters and lineage.
+
+    passages.round: the outer-loop round whose model answered and wrote self-edits (0 without rounds);
+    passages.split: ``all`` (no rounds), ``train`` or ``holdout``. A passage appears once per round.
+    policies: the generator update of each round (``round`` = the round whose model it creates, 1..R).
+    policy_pairs: which self-edits trained which policy.
+    """
+    db["passages"].add_column("round", int, not_null_default=0)
+    db["passages"].add_column("split", str, not_null_default="all")
+    db.execute("drop index if exists idx_passages_run_id_idx")
+    db["passages"].create_index(["run_id", "round", "split", "idx"], unique=True)
+    db["policies"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "round": int,
+            "status": str,  # trained | no_data (no self-edit had a positive reward: the model is unchanged)
+            "n_pairs": int,
+            "peft_path": str,
+            "gguf_path": str,
+            "gguf_sha256": str,
+            "rank": int,
+            "alpha": float,
+            "epochs": int,
+            "lr": float,
+            "tokens_trained": int,
+            "final_loss": float,
+            "loss_curve_json": str,
+            "train_seconds": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["policies"].create_index(["run_id", "round"], unique=True)
+    db["policy_pairs"].create(
+        {"policy_id": int, "self_edit_id": int},
+        pk=("policy_id", "self_edit_id"),
+        foreign_keys=[("policy_id", "policies", "id"), ("self_edit_id", "self_edits", "id")],
+    )
+
+
 def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
     """The folder that holds ``runs.db`` and the adapters: ``workspace``, else ``$SEALQ_HOME``, else cwd.
 
@@ -156,8 +215,15 @@ def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool =
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SealqError(f"workspace {path}: cannot create ({e.strerror or e})") from None
-    if not os.access(path, os.W_OK):
-        raise SealqError(f"workspace {path}: not writable")
+    if not path.is_dir():
+        raise SealqError(f"workspace {path}: not a directory")
+    try:  # a real write: os.access says yes to root on a read-only mount
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SealqError(f"workspace {path}: not writable ({e.strerror or e})") from None
     return path
 
 
@@ -191,3 +257,83 @@ def open_db(workspace: Path | str | None = None, path: Path | str | None = None)
 def utc_now() -> str:
     """Current UTC time as ISO 8601 with milliseconds, e.g. ``2026-11-29T14:06:58.123Z``."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def find_run(db: sqlite_utils.Database, run: str) -> str:
+    """A full run id from a full id, a unique prefix of one, or ``latest``.
+
+    Raises:
+        SealqError: empty, ambiguous or unknown.
+    """
+    if run == "latest":
+        row = db.execute("select id from runs order by id desc limit 1").fetchone()
+    else:
+        if not run:
+            raise SealqError("empty run id")
+        rows = db.execute("select id from runs where substr(id, 1, ?) = ?", [len(run), run.upper()]).fetchall()
+        if len(rows) > 1:
+            raise SealqError(f"run {run!r} is ambiguous ({len(rows)} runs start with it)")
+        row = rows[0] if rows else None
+    if row is None:
+        raise SealqError(f"no run {run!r} in runs.db (see `sealq runs`)")
+    return row[0]
+
+
+class RunLock:
+    """The one-writer-per-run lock: an exclusive ``flock`` on ``<workspace>/runs/<run id>/writer.lock``.
+
+    The kernel drops the lock when the holding process dies, however it dies (SIGKILL included), so a
+    lock is never stale; readers (``sealq runs``, datasette) never take it. The holder's pid is written
+    into the file for the error message of a second writer.
+    """
+
+    def __init__(self, workspace: Path, run_id: str):
+        self.path = Path(workspace) / "runs" / run_id / "writer.lock"
+        self.run_id = run_id
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or fail at once.
+
+        Raises:
+            SealqError: another process holds it ("run N is being written by process P").
+        """
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise SealqError(f"{self.path}: cannot create the run lock ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SealqError(f"run {self.run_id} is being written by process {holder}; "
+                             "wait for it to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def held_by_other(self) -> bool:
+        """True when some live process holds the lock (used to tell a running run from a dead one)."""
+        import fcntl
+
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Drop the lock (closing the descriptor releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

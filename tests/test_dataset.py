@@ -52,9 +52,27 @@ def test_real_seal_squad_file():
     assert len(load_passages(SHARED / "squad.json", limit=5)) == 5
 
 
-def test_duplicates_are_dropped():
+def test_duplicates_are_dropped_with_a_warning():
+    from sealq.errors import SealqWarning
+
     rec = {"title": "T", "context": "C", "questions": [{"question": "Q", "answer": "A"}]}
-    assert len(parse_passages([rec, dict(rec)])) == 1
+    with pytest.warns(SealqWarning, match="1 duplicate passage"):
+        assert len(parse_passages([rec, dict(rec)])) == 1
+
+
+def test_duplicate_warning_is_one_line_on_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    rec = {"title": "T", "context": "C", "questions": [{"question": "Q", "answer": "A"}]}
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([rec, rec]))
+    result = CliRunner().invoke(cli, ["loop", "--data", str(data), "--model", str(tmp_path / "missing.gguf")])
+    assert result.exit_code == 2
+    warning, error = result.stderr.strip().splitlines()
+    assert warning == f"Warning: {data}: 1 duplicate passage(s) (same title and context) dropped; the first copy of each is used"
+    assert error.startswith("Error: ") and "missing.gguf" in error
 
 
 @pytest.mark.parametrize(

@@ -46,3 +46,19 @@ def test_multiple_gold_answers_take_the_best():
     s = score("the Panthers won", ["Carolina Panthers", "Panthers"])
     assert s.em == 0.0 and s.contains == 1.0
     assert s.f1 == pytest.approx(max(2 * (1 / 2) * (1 / 2) / 1.0, 2 * (1 / 2) * 1 / 1.5))
+
+
+@pytest.mark.parametrize(
+    "prediction, golds, em, f1_",
+    [
+        # SQuAD v1.1 dev, "Super Bowl 50": golds as the official file lists them
+        ("the Denver Broncos", ["Denver Broncos", "Denver Broncos", "Denver Broncos"], 1.0, 1.0),
+        ("Santa Clara, California.", ["Santa Clara, California", "Levi's Stadium"], 1.0, 1.0),
+        # "levis stadium in santa clara" vs "levis stadium": P = 2/5, R = 1 -> F1 = 4/7
+        ("Levi's Stadium in Santa Clara", ["Levi's Stadium", "Santa Clara, California"], 0.0, 4 / 7),
+        ("An owl", ["a Owl!"], 1.0, 1.0),
+    ],
+)
+def test_hand_worked_squad_examples(prediction, golds, em, f1_):
+    s = score(prediction, golds)
+    assert s.em == em and s.f1 == pytest.approx(f1_)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
-from sealq.errors import EXIT_USAGE, SealqError
+from sealq.errors import EXIT_INTERRUPTED, EXIT_USAGE, SealqError, SealqWarning
 
 __all__ = ["cli"]
 
@@ -16,8 +17,18 @@ class _Group(click.Group):
     unknown choice) into one line on stderr and exit code 2."""
 
     def invoke(self, ctx):
+        def show(message, category, *_args, **_kwargs):
+            click.echo(f"Warning: {message}", err=True)
+
+        if not sys.warnoptions:
+            warnings.filterwarnings("always", category=SealqWarning)
+        previous, warnings.showwarning = warnings.showwarning, _only_sealq(show, warnings.showwarning)
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: what was recorded is kept (`sealq runs`; continue with `sealq loop --resume RUN`).",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except SealqError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(EXIT_USAGE)
@@ -25,6 +36,15 @@ class _Group(click.Group):
             where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
             click.echo(f"Error: {where}{e.format_message()}", err=True)
             sys.exit(EXIT_USAGE)
+        finally:
+            warnings.showwarning = previous
+
+
+def _only_sealq(show, fallback):
+    def showwarning(message, category, *args, **kwargs):
+        (show if issubclass(category, SealqWarning) else fallback)(message, category, *args, **kwargs)
+
+    return showwarning
 
 
 @click.group(cls=_Group)

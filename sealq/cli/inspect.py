@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -23,29 +24,28 @@ def _db(workspace):
 
 
 def _run_id(db, run: str) -> str:
-    """A full run id, a unique prefix of one, or 'latest'."""
-    if run == "latest":
-        row = db.execute("select id from runs order by id desc limit 1").fetchone()
-    else:
-        if not run:
-            raise SealqError("empty run id")
-        rows = db.execute("select id from runs where substr(id, 1, ?) = ?", [len(run), run.upper()]).fetchall()
-        if len(rows) > 1:
-            raise SealqError(f"run {run!r} is ambiguous ({len(rows)} runs start with it)")
-        row = rows[0] if rows else None
-    if row is None:
-        raise SealqError(f"no run {run!r} in runs.db (see `sealq runs`)")
-    return row[0]
+    from sealq.store import find_run
+
+    return find_run(db, run)
 
 
 @cli.command()
 @_workspace
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def runs(workspace, as_json):
-    """List runs: id, when, model, data, passages, K, status, headline accuracy (contains)."""
+    """List runs: id, when, model, data, passages, K, status, headline accuracy (contains).
+
+    Status is running, done, failed, interrupted (Ctrl-C) or dead (recorded as running but no process
+    holds its lock: killed or crashed); `sealq loop --resume RUN` continues the last three.
+    """
+    from sealq.store import RunLock
+
     db = _db(workspace)
+    ws = Path(db.conn.execute("pragma database_list").fetchone()[2]).parent
     rows = []
     for r in db.query("select * from runs order by id desc"):
+        if r["status"] == "running" and not RunLock(ws, r["id"]).held_by_other():
+            r["status"] = "dead"  # its process is gone (killed, crashed): `sealq loop --resume` continues it
         cfg = json.loads(r["config_json"] or "{}")
         summary = json.loads(r["summary_json"] or "null") or {}
         cond = summary.get("conditions", {})
@@ -62,11 +62,7 @@ def runs(workspace, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
-
-    from pathlib import Path
-
-    from rich.table import Column
+    from rich.table import Column, Table
 
     t = Table(Column("id", no_wrap=True, min_width=26), Column("started (UTC)", no_wrap=True), "status", "model",
               "data", "passages", "K", "baseline", "mean self-edit", "best-of-K",

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 from sealq.errors import SealqError
 
-__all__ = ["EDIT_TYPES", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "LoopConfig"]
+__all__ = ["EDIT_TYPES", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
+           "LoopConfig"]
 
 #: Self-edit types (SEAL sec. 3.2 uses "implications"; rewrite and self-QA are the paper's appendix variants).
 EDIT_TYPES = ("implications", "rewrite", "self-qa")
@@ -127,21 +128,104 @@ class EvalConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """The ReST-EM generator update: SFT of a *policy* LoRA on (self-edit prompt -> kept self-edit) pairs
+    (SEAL sec. 3.1 / appendix: 2 epochs, lr 3e-4, LoRA r 64, alpha 128 on Qwen2.5-7B; scaled here for a
+    135M model and a few dozen pairs on a CPU).
+
+    Args:
+        epochs: passes over the pairs.
+        lr: peak learning rate.
+        rank: LoRA rank (alpha = 2r).
+        max_seq_tokens: longest prompt + completion in tokens (longer ones are cut from the end).
+    """
+
+    epochs: int = 2
+    lr: float = 1e-3
+    rank: int = 16
+    max_seq_tokens: int = 1024
+
+    def __post_init__(self):
+        _check(1 <= self.epochs <= 20, f"--policy-epochs must be in 1-20, got {self.epochs}")
+        _check(1e-6 <= self.lr <= 1e-2, f"--policy-lr must be in 1e-06-0.01, got {self.lr:g}")
+        _check(self.rank in (4, 8, 16, 32, 64), f"--policy-rank must be one of 4, 8, 16, 32, 64, got {self.rank}")
+
+
+@dataclass
 class LoopConfig:
-    """Everything one ``sealq loop`` run depends on (stored as ``runs.config_json``)."""
+    """Everything one ``sealq loop`` / ``sealq eval`` run depends on (stored as ``runs.config_json``).
+
+    Args:
+        model: known model name or path to a llama GGUF.
+        data: dataset path (None: the bundled default set).
+        passages: use only the first N passages (after the teacher filter).
+        seed: base seed of self-edit sampling and LoRA initialization.
+        keep_adapters: keep every adapter, not only each passage's best.
+        seeds: repeats of every trained condition with seeds ``seed, seed+1, ...`` (``sealq eval --seeds``).
+        passage_only: also train a LoRA on the passage alone (SEAL's "train on passage" row).
+        teacher: a JSON file of teacher self-edits (``completions`` per passage); when set, only passages
+            with completions are used and one more adapter per passage and seed is trained on
+            passage + completion number ``seed index`` (SEAL's "passage + GPT-4.1 synthetic data" row).
+        rounds: ReST-EM rounds (0: no outer loop). Each round samples self-edits on the training
+            passages, keeps the best one per passage if its reward is positive, and fine-tunes a policy
+            adapter on them; the held-out passages are evaluated before the first and after every round.
+        holdout: a data file of held-out passages (titles also in the training data are dropped).
+        holdout_fraction: else, the share of titles held out of ``data`` (split by title, seeded).
+        holdout_passages: use only the first N held-out passages.
+        policy: the generator update's settings.
+    """
 
     model: str = "smollm2-135m"
     data: str | None = None
     passages: int | None = None
     seed: int = 0
     keep_adapters: bool = False
+    seeds: int = 1
+    passage_only: bool = False
+    teacher: str | None = None
+    rounds: int = 0
+    holdout: str | None = None
+    holdout_fraction: float | None = None
+    holdout_passages: int | None = None
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     selfedit: SelfEditConfig = field(default_factory=SelfEditConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
         _check(self.passages is None or self.passages >= 1, f"--passages must be at least 1, got {self.passages}")
+        _check(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
+        _check(self.rounds >= 0, f"--rounds must be at least 0, got {self.rounds}")
+        _check(self.holdout_fraction is None or 0 < self.holdout_fraction < 1,
+               f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
+        _check(self.holdout_passages is None or self.holdout_passages >= 1,
+               f"--holdout-passages must be at least 1, got {self.holdout_passages}")
+        _check(not (self.holdout and self.holdout_fraction), "give --holdout or --holdout-fraction, not both")
+        _check(self.rounds == 0 or bool(self.holdout or self.holdout_fraction),
+               "--rounds needs held-out passages: --holdout FILE or --holdout-fraction F")
+        _check(self.rounds == 0 or not (self.passage_only or self.teacher), "--rounds is a `sealq loop` option")
 
     def to_dict(self) -> dict:
         """The config as plain JSON-able data."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoopConfig":
+        """Rebuild a config stored by :meth:`to_dict` (``sealq loop --resume``).
+
+        Raises:
+            SealqError: the stored config is not a sealq config (unknown or missing fields).
+        """
+        try:
+            d = dict(d)
+            se = SelfEditConfig(**d.pop("selfedit"))
+            tr = dict(d.pop("train"))
+            tr["default"] = Directive(**tr["default"])
+            b = tr["bounds"]
+            tr["bounds"] = DirectiveBounds(tuple(b["epochs"]), tuple(b["lr"]), tuple(b["ranks"]))
+            tr["targets"] = tuple(tr["targets"])
+            ev = EvalConfig(**d.pop("eval"))
+            policy = PolicyConfig(**d.pop("policy", {}))
+            return cls(**d, selfedit=se, train=TrainConfig(**tr), eval=ev, policy=policy)
+        except (KeyError, TypeError) as e:
+            raise SealqError(f"stored run config is not readable by this sealq version ({e})") from None

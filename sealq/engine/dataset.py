@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from sealq.errors import SealqError
+from sealq.errors import SealqError, SealqWarning
 
-__all__ = ["Question", "Passage", "load_passages", "default_data_path", "parse_passages"]
+__all__ = ["Question", "Passage", "load_passages", "default_data_path", "parse_passages", "load_teacher"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ def parse_passages(doc, source: str = "<data>") -> list[Passage]:
         source: a name for error messages (usually the file path).
 
     Returns:
-        The passages in file order, duplicates (same title and context) removed.
+        The passages in file order. Duplicates (same title and context) are dropped, keeping the first,
+        with a :class:`SealqWarning` (their questions are not merged).
 
     Raises:
         SealqError: the document matches neither format, or a field is missing, empty or mistyped.
@@ -172,6 +174,9 @@ def parse_passages(doc, source: str = "<data>") -> list[Passage]:
     unique: dict[str, Passage] = {}
     for p in passages:
         unique.setdefault(p.key, p)
+    if len(unique) < len(passages):
+        warnings.warn(f"{source}: {len(passages) - len(unique)} duplicate passage(s) (same title and context) "
+                      "dropped; the first copy of each is used", SealqWarning, stacklevel=2)
     return list(unique.values())
 
 
@@ -204,3 +209,46 @@ def load_passages(path: str | Path | None = None, limit: int | None = None) -> l
             raise SealqError(f"--passages must be positive, got {limit}")
         passages = passages[:limit]
     return passages
+
+
+def load_teacher(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """Teacher self-edits: a JSON list of ``{"title", "context", "completions": [str, ...]}``.
+
+    This is the format of SEAL's published synthetic data (e.g. GPT-4.1-written implications of SQuAD
+    passages, ``shared/data/squad-dev/gpt41_implications.json``); questions in the file are ignored.
+
+    Returns:
+        Passage key (see :attr:`Passage.key`) -> the non-empty completions, in file order.
+
+    Raises:
+        SealqError: the file is unreadable, not UTF-8 JSON, not a list, or a record lacks a field.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
+    except OSError as e:
+        raise SealqError(f"{p}: cannot read teacher file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise SealqError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise SealqError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(doc, list):
+        raise SealqError(f"{p}: a teacher file is a list of {{title, context, completions}} records")
+    out: dict[str, tuple[str, ...]] = {}
+    for i, rec in enumerate(doc):
+        where = f"{p}: record {i}"
+        if not isinstance(rec, dict):
+            raise SealqError(f"{where}: expected an object with title/context/completions")
+        for key in ("title", "context", "completions"):
+            if key not in rec:
+                raise SealqError(f"{where}: missing field '{key}'")
+        comps = rec["completions"]
+        if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise SealqError(f"{where}.completions: expected a list of strings")
+        comps = tuple(c for c in comps if c.strip())
+        if comps:
+            key = Passage(_text(rec["title"], f"{where}.title"), _text(rec["context"], f"{where}.context")).key
+            out.setdefault(key, comps)
+    if not out:
+        raise SealqError(f"{p}: no record has a non-empty completion")
+    return out

@@ -63,11 +63,13 @@ def _figures(db, run_id: str, intervals: dict) -> dict:
     figs = {}
     # 1. accuracy per condition with 95% intervals
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    names = list(CONDITIONS)
+    names = [c for c in CONDITIONS if c in intervals]
     est = [intervals[c]["contains"].estimate for c in names]
     err = [[e - intervals[c]["contains"].low for c, e in zip(names, est)],
            [intervals[c]["contains"].high - e for c, e in zip(names, est)]]
-    ax.bar([CONDITIONS[c].replace(" (", "\n(") for c in names], est, yerr=err, capsize=5, color=["#999", "#bbb", "#4c72b0", "#dd8452"])
+    ax.bar([CONDITIONS[c].replace(" (", "\n(") for c in names], est, yerr=err, capsize=5,
+           color=[{"no_context": "#999", "with_context": "#bbb", "passage_only": "#8172b3", "mean_self_edit": "#4c72b0",
+                   "best_of_k": "#dd8452", "teacher": "#55a868"}[c] for c in names])
     ax.set_ylabel("contains accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("Accuracy per condition (95% bootstrap interval, resampled by passage)")
@@ -119,7 +121,7 @@ def _example(db, run_id: str, order: str) -> dict | None:
     row = db.execute(
         f"""select s.id, s.edit_type, s.text, s.reward, s.directive_json, p.title, p.context, p.id
             from self_edits s join passages p on p.id = s.passage_id
-            where s.run_id = ? and s.status = 'ok' order by s.reward {order}, s.id limit 1""", [run_id]).fetchone()
+            where s.run_id = ? and s.status = 'ok' and s.source = 'model' order by s.reward {order}, s.id limit 1""", [run_id]).fetchone()
     if row is None:
         return None
     se_id, edit_type, text, reward, directive, title, context, pid = row
@@ -147,11 +149,13 @@ def build_report(db, run_id: str) -> Report:
     """
     run = db["runs"].get(run_id)
     config = json.loads(run["config_json"])
-    scores = scores_by_passage(db, run_id)
+    rounds = config.get("rounds") or 0
+    # a ReST-EM run: the results are the last round's held-out passages; every round is in its own table
+    scores = scores_by_passage(db, run_id, round=rounds, split="holdout") if rounds else scores_by_passage(db, run_id)
     if not scores["no_context"]:
         raise SealqError(f"run {run_id} has no recorded passages to report on")
     intervals = {c: {m: cluster_bootstrap([[g[i] for g in p] for p in scores[c]]) for i, m in enumerate(("contains", "em", "f1"))}
-                 for c in CONDITIONS}
+                 for c in scores}
     figs = _figures(db, run_id, intervals)
     n_pass = len(scores["no_context"])
     n_q = sum(len(p) for p in scores["no_context"])
@@ -160,7 +164,7 @@ def build_report(db, run_id: str) -> Report:
                   sum(directive_fallback_json != '{}') fallbacks
            from self_edits where run_id = ? group by edit_type order by mean_reward desc""", [run_id]))
     examples = [("Best self-edit", _example(db, run_id, "desc")), ("Worst self-edit", _example(db, run_id, "asc"))]
-    widths = [intervals[c]["contains"].high - intervals[c]["contains"].low for c in CONDITIONS]
+    widths = [intervals[c]["contains"].high - intervals[c]["contains"].low for c in intervals]
     dc = config["train"]["default"]
 
     setup = [
@@ -173,7 +177,7 @@ def build_report(db, run_id: str) -> Report:
         ("duration", f"{(run['duration_ms'] or 0) / 60000:.1f} min"),
     ]
     results = [(CONDITIONS[c], *[f"{intervals[c][m].estimate:.3f} [{intervals[c][m].low:.3f}, {intervals[c][m].high:.3f}]"
-                                 for m in ("contains", "em", "f1")]) for c in CONDITIONS]
+                                 for m in ("contains", "em", "f1")]) for c in CONDITIONS if c in intervals]
     types = [(r["edit_type"], str(r["n"]), f"{r['mean_reward']:+.3f}", str(r["best"]), str(r["skipped"]), str(r["fallbacks"]))
              for r in by_type]
     limitations = [
@@ -184,10 +188,27 @@ def build_report(db, run_id: str) -> Report:
         "Best-of-K selects the self-edit on the same questions it is scored on: an oracle upper bound, not a "
         "held-out estimate.",
         "Forgetting is not measured: no test checks what the adapters did to knowledge outside the passage.",
-        "The ReST-EM outer loop did not run in this run: no per-round figures.",
+        (f"ReST-EM: {rounds} rounds; the results above are the last round's model on the held-out passages, the "
+         "rounds table compares rounds." if rounds else "The ReST-EM outer loop did not run in this run: no per-round table."),
         "Metric: contains accepts any answer that includes the gold span, so a long answer listing several "
         "candidates could be counted correct; EM and F1 are reported beside it.",
     ]
+
+    round_head = ["round", "policy (pairs)", "no passage", "mean self-edit", "best-of-K", "mean gain", "best-of-K gain"]
+    round_rows = []
+    if rounds:
+        from sealq.engine.restem import restem_table
+
+        def ci(x, sign=""):
+            return f"{x['estimate']:{sign}.3f} [{x['low']:{sign}.3f}, {x['high']:{sign}.3f}]"
+
+        for r in restem_table(db, run_id):
+            h, pol = r.get("holdout"), r.get("policy")
+            if h:
+                round_rows.append((r["round"], "base" if pol is None else f"{pol['status']} ({pol['n_pairs']})",
+                                   ci(h["no_context"]["contains"]), ci(h["mean_self_edit"]["contains"]),
+                                   ci(h["best_of_k"]["contains"]), ci(h["mean_gain"]["contains"], "+"),
+                                   ci(h["best_gain"]["contains"], "+")))
 
     # ---- HTML
     def table(head, rows):
@@ -223,6 +244,8 @@ def build_report(db, run_id: str) -> Report:
         "<h2>Results</h2><p>Contains accuracy, exact match and F1 with 95% bootstrap intervals (passages resampled). "
         "All answers are given without the passage except the ceiling.</p>",
         table(["condition", "contains", "EM", "F1"], results), img("accuracy", "accuracy per condition"),
+        *(["<h2>ReST-EM rounds</h2><p>Held-out passages, contains accuracy, 95% intervals.</p>",
+           table(round_head, round_rows)] if round_rows else []),
         "<h2>Which edits worked</h2>", table(["edit type", "self-edits", "mean reward", "best picks", "skipped", "directive fallbacks"], types),
         img("edit_types", "gain by edit type"), img("directives", "gain against directive epochs and learning rate"),
         "<h2>Training</h2>", img("loss", "training loss curves"),
@@ -241,6 +264,7 @@ def build_report(db, run_id: str) -> Report:
     stem = "{stem}_files"
     md = [f"# sealq report — run {run_id}\n", "## Setup\n", md_table(["", ""], setup), "## Results\n",
           md_table(["condition", "contains", "EM", "F1"], results), f"![accuracy per condition]({stem}/accuracy.png)\n",
+          *(["## ReST-EM rounds\n", md_table(round_head, round_rows)] if round_rows else []),
           "## Which edits worked\n", md_table(["edit type", "self-edits", "mean reward", "best picks", "skipped", "directive fallbacks"], types),
           f"![gain by edit type]({stem}/edit_types.png)\n", f"![gain against directives]({stem}/directives.png)\n",
           "## Training\n", f"![training loss]({stem}/loss.png)\n", "## Examples\n"]

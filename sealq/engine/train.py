@@ -17,7 +17,21 @@ from pathlib import Path
 
 from sealq.engine.config import Directive, TrainConfig
 
-__all__ = ["TrainResult", "lr_at", "make_batches", "train_lora"]
+__all__ = ["TrainResult", "PromptCompletion", "lr_at", "make_batches", "train_lora"]
+
+
+class PromptCompletion(list):
+    """A training sequence (token ids) whose first ``n_prompt`` tokens are context only: they are
+    forwarded but carry no loss (supervised fine-tuning on a completion, as in ReST-EM's generator update).
+
+    Args:
+        ids: prompt ids followed by completion ids.
+        n_prompt: how many leading ids are the prompt.
+    """
+
+    def __init__(self, ids, n_prompt: int):
+        super().__init__(ids)
+        self.n_prompt = n_prompt
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,8 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
 
     Args:
         base_model: a frozen transformers causal LM (see :func:`sealq.models.hf.load_training_model`).
-        sequences: token id lists, each at most ``config.max_seq_tokens`` long (longer ones are cut).
+        sequences: token id lists, each at most ``config.max_seq_tokens`` long (longer ones are cut); a
+            :class:`PromptCompletion` gets loss on its completion tokens only.
         directive: epochs, peak learning rate, LoRA rank (alpha = 2 * rank).
         config: batch token budget, target modules, warm-up.
         out_dir: adapter folder to write.
@@ -102,9 +117,11 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
     import torch
     from peft import LoraConfig
 
-    sequences = [s[: config.max_seq_tokens] for s in sequences if len(s) >= 2]
+    sequences = [PromptCompletion(s[: config.max_seq_tokens], getattr(s, "n_prompt", 0)) for s in sequences
+                 if len(s) >= 2]
+    sequences = [s for s in sequences if s.n_prompt < len(s)]
     if not sequences:
-        raise ValueError("no training sequences of at least 2 tokens")
+        raise ValueError("no training sequences of at least 2 tokens (with a completion after the prompt)")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     lora = LoraConfig(
@@ -140,6 +157,8 @@ def _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng)
                     ids[i, : len(s)] = torch.tensor(s)
                     mask[i, : len(s)] = 1
                 labels = ids.masked_fill(mask == 0, -100)  # (B, T)
+                for i, s in enumerate(batch):
+                    labels[i, : s.n_prompt] = -100  # prompt tokens: context only, no loss
                 # -- forward: mean next-token cross-entropy over real tokens
                 out = model(input_ids=ids, attention_mask=mask, labels=labels)
                 # -- backward and step, with the scheduled learning rate

@@ -78,6 +78,7 @@ class LlamaRunner:
             raise SealqError(f"{model.path}: llama.cpp cannot load this model ({e})") from None
         self._loaded: dict[str, object] = {}  # path -> llama_adapter_lora_p
         self.active: tuple[tuple[str, float], ...] = ()  # (resolved path, scale) attached now
+        self.policy: tuple[tuple[str, float], ...] = ()  # always attached under the others (ReST-EM)
 
     # -- tokens ---------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -116,6 +117,25 @@ class LlamaRunner:
         self.clear_cache()
         return out
 
+    def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of ``messages`` rendered with the model's chat template plus the assistant header,
+        exactly the prompt :meth:`chat` evaluates (same template, same special-token handling)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self.llm
+        eos, bos = llm.token_eos(), llm.token_bos()
+        fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
+                                  eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                                  bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+                                  add_generation_prompt=True)
+        out = fmt(messages=messages)
+        return llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True)
+
+    def completion_ids(self, text: str) -> list[int]:
+        """Token ids of an assistant reply ``text`` followed by the end-of-turn token (for SFT targets)."""
+        eos = self.llm.token_eos()
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) + [eos]
+
     # -- generation -----------------------------------------------------------------------------------
     def chat(self, messages: list[dict], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
              seed: int | None = None, grammar: str | None = None) -> Generation:
@@ -128,7 +148,11 @@ class LlamaRunner:
             top_p: nucleus threshold (ignored when greedy).
             seed: sampling seed for this call.
             grammar: optional GBNF grammar constraining the output.
+
+        Every call starts from an empty KV cache, so its output depends only on its arguments and the
+        attached adapters, never on what was evaluated before (a resumed run reproduces it exactly).
         """
+        self.clear_cache()
         kwargs = {}
         if grammar is not None:
             kwargs["grammar"] = self._lc.LlamaGrammar.from_string(grammar, verbose=False)
@@ -161,8 +185,20 @@ class LlamaRunner:
             self._loaded[key] = ptr
         return key, self._loaded[key]
 
+    def set_policy(self, adapters: list[tuple[str | Path, float]] | None, validate: bool = True) -> None:
+        """Make these adapters part of the model: from now on they stay attached under whatever
+        :meth:`set_adapters` attaches (ReST-EM: base + policy adapters = the round's model).
+
+        Raises:
+            SealqError: as :meth:`set_adapters`.
+        """
+        resolved = tuple((self._adapter(p, validate)[0], float(s)) for p, s in (adapters or []))
+        self.policy = resolved
+        self.set_adapters(None)
+
     def set_adapters(self, adapters: list[tuple[str | Path, float]] | None, validate: bool = True) -> None:
-        """Attach exactly these adapters (path, scale) - none to return to the base - and clear the KV cache.
+        """Attach exactly these adapters (path, scale), on top of the policy adapters if any (see
+        :meth:`set_policy`) - none to return to the base (+ policy) - and clear the KV cache.
 
         Args:
             adapters: (GGUF LoRA adapter path, scale) pairs; None or [] detaches all.
@@ -172,7 +208,8 @@ class LlamaRunner:
         Raises:
             SealqError: a file is missing or llama.cpp rejects it (wrong base, wrong format).
         """
-        adapters = adapters or []
+        policy = {p for p, _ in self.policy}
+        adapters = list(self.policy) + [(p, s) for p, s in (adapters or []) if str(Path(p).resolve()) not in policy]
         resolved = [(self._adapter(p, validate), s) for p, s in adapters]
         n = len(resolved)
         arr = (self._lc.llama_adapter_lora_p_ctypes * max(n, 1))(*[ptr for (_, ptr), _ in resolved])
@@ -193,6 +230,8 @@ class LlamaRunner:
     def free_adapter(self, path: str | Path) -> None:
         """Detach (if attached) and free one adapter's memory."""
         key = str(Path(path).resolve())
+        if any(p == key for p, _ in self.policy):
+            self.policy = tuple((p, s) for p, s in self.policy if p != key)
         if any(p == key for p, _ in self.active):
             self.set_adapters([(p, s) for p, s in self.active if p != key])
         ptr = self._loaded.pop(key, None)

@@ -1,0 +1,34 @@
+"""Fault injection for the crash tests: a process kills itself with SIGKILL at a named point.
+
+Set ``SEALQ_KILL_AT=<point>[:<n>]`` and the n-th time (default the first) the loop passes ``<point>``
+the process sends itself SIGKILL: no cleanup, no ``finally``, no flush, exactly like ``kill -9`` or a
+power cut at that instant. The points are listed in :data:`POINTS`. Unset (always, outside tests) the
+check costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["POINTS", "kill_point"]
+
+#: Where the loop can be killed: after a self-edit is generated, during training (adapter saved to its
+#: temporary folder, not yet renamed), between conversion and evaluation, and inside the database
+#: transaction of a self-edit (its row inserted, adapter and answers not yet, nothing committed).
+POINTS = ("generate", "train", "convert", "db_write")
+
+_seen: dict[str, int] = {}
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process if ``$SEALQ_KILL_AT`` names this point and occurrence."""
+    spec = os.environ.get("SEALQ_KILL_AT")
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,139 @@
+"""Every bad input of the reliability checklist, through the real CLI: one line naming the file, field or
+option, exit code 2, no traceback, and nothing recorded. docs/errors.md is the table of these cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlite_utils
+from click.testing import CliRunner
+
+from sealq.cli import cli
+
+GOOD = {"title": "T", "context": "Some passage text.", "questions": [{"question": "Q?", "answer": "A"}]}
+
+
+def _data(tmp: Path, content) -> str:
+    path = tmp / "data.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def _adapter(tmp: Path, out_rows: int = 999, cut: int | None = None) -> str:
+    """A GGUF LoRA adapter whose lora_b does not fit this base (999 outputs), optionally truncated."""
+    import gguf
+
+    path = tmp / "adapter.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 8.0)
+    w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, 576), np.float32))
+    w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((out_rows, 4), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()  # noqa: E702
+    if cut:
+        path.write_bytes(path.read_bytes()[:cut])
+    return str(path)
+
+
+def _other_arch(tmp: Path) -> str:
+    import gguf
+
+    path = tmp / "gpt2.gguf"
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()  # noqa: E702
+    return str(path)
+
+
+LONG = {"title": "Long", "context": " ".join(["word"] * 3000), "questions": [{"question": "Q?", "answer": "A"}]}
+
+# (case id, argv builder given a temporary folder, text the one error line must contain)
+CASES = [
+    ("data-missing", lambda t: ["loop", "--data", str(t / "nope.json")], "cannot read data file (No such file"),
+    ("data-is-a-folder", lambda t: ["loop", "--data", str(t)], "is a directory"),
+    ("malformed-json", lambda t: ["loop", "--data", _data(t, '[{"title": "T",')], "malformed JSON at line 1"),
+    ("not-utf8", lambda t: ["loop", "--data", _data(t, b'[{"title": "\xff\xfe"}]')], "not UTF-8 text (byte 12)"),
+    ("not-a-dataset", lambda t: ["loop", "--data", _data(t, {"rows": []})], "not a SQuAD-style dataset"),
+    ("missing-title", lambda t: ["loop", "--data", _data(t, [{k: v for k, v in GOOD.items() if k != "title"}])],
+     "passage 0: missing field 'title'"),
+    ("missing-context", lambda t: ["loop", "--data", _data(t, [{k: v for k, v in GOOD.items() if k != "context"}])],
+     "passage 0: missing field 'context'"),
+    ("missing-questions", lambda t: ["loop", "--data", _data(t, [{k: v for k, v in GOOD.items() if k != "questions"}])],
+     "passage 0: missing field 'questions'"),
+    ("missing-answer", lambda t: ["loop", "--data", _data(t, [{**GOOD, "questions": [{"question": "Q?"}]}])],
+     "passage 0 question 0: missing field 'answer'"),
+    ("empty-passage", lambda t: ["loop", "--data", _data(t, [{**GOOD, "context": "  "}])],
+     "passage 0.context: expected a non-empty string, got an empty string"),
+    ("empty-question", lambda t: ["loop", "--data", _data(t, [{**GOOD, "questions": [{"question": "", "answer": "A"}]}])],
+     "question 0.question: expected a non-empty string"),
+    ("passage-too-long", lambda t: ["loop", "--data", _data(t, [LONG])], "passage 0 ('Long') is 3000 tokens"),
+    ("k-zero", lambda t: ["loop", "--k", "0"], "--k must be at least 1, got 0"),
+    ("k-negative", lambda t: ["eval", "--k", "-2"], "--k must be at least 1, got -2"),
+    ("passages-zero", lambda t: ["loop", "--passages", "0"], "--passages must be at least 1"),
+    ("seeds-zero", lambda t: ["eval", "--seeds", "0"], "--seeds must be at least 1"),
+    ("lr-out-of-bounds", lambda t: ["loop", "--lr", "1"], "--lr must be in 1e-05-0.003, got 1"),
+    ("not-a-number", lambda t: ["loop", "--k", "three"], "'three' is not a valid integer"),
+    ("model-missing", lambda t: ["loop", "--model", str(t / "m.gguf")], "no such file and not a known model"),
+    ("model-not-gguf", lambda t: ["loop", "--model", _data(t, "hello")], "not a GGUF file"),
+    ("model-is-an-adapter", lambda t: ["loop", "--model", _adapter(t)], "a GGUF adapter, not a base model"),
+    ("model-other-architecture", lambda t: ["loop", "--model", _other_arch(t)], "unsupported architecture 'gpt2'"),
+    ("adapter-for-another-base", lambda t: ["ask", "Q?", "--adapter", _adapter(t)], "adapter for another base"),
+    ("adapter-corrupted", lambda t: ["ask", "Q?", "--adapter", _adapter(t, cut=300)], "not a readable GGUF adapter"),
+    ("resume-unknown-run", lambda t: ["loop", "--resume", "NOPE"], "no run 'NOPE' in runs.db"),
+    ("teacher-missing-field", lambda t: ["eval", "--teacher", _data(t, [{"title": "T", "context": "C"}])],
+     "record 0: missing field 'completions'"),
+    ("workspace-is-a-file", lambda t: ["loop", "--workspace", _data(t, "x")], "is a file"),
+    ("workspace-cannot-be-created", lambda t: ["loop", "--workspace", "/sys/kernel/sealq-ws"], "cannot create"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, argv, message, tmp_path, workspace):
+    result = CliRunner().invoke(cli, argv(tmp_path))
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    errors = [x for x in lines if x.startswith("Error: ")]
+    # one error line, last; before it at most the progress line of a model that was loaded
+    assert len(errors) == 1 and lines[-1] == errors[0] and message in errors[0], result.stderr
+    assert len(lines) == 1 or lines[:-1] == ["loading smollm2-135m into llama.cpp"], result.stderr
+    if (workspace / "runs.db").exists():
+        assert sqlite_utils.Database(str(workspace / "runs.db"))["runs"].count == 0
+
+
+def test_truncated_real_model_on_the_cli(tmp_path, model):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model.path.read_bytes()[: 1 << 20])
+    result = CliRunner().invoke(cli, ["loop", "--model", str(cut)])
+    assert result.exit_code == 2 and "not a readable GGUF model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_read_only_workspace(tmp_path):
+    """A folder the user cannot write. Not root: a real folder made read-only. Root may write anywhere
+    except where the kernel refuses, so as root (CI) the folder is /sys/kernel, where no one can create a
+    file: the check must make a real write, since os.access() says yes to root."""
+    if os.geteuid() == 0:
+        ws = Path("/sys/kernel")
+        if not ws.is_dir():
+            pytest.skip("no /sys/kernel here")
+    else:
+        ws = tmp_path / "ro"
+        ws.mkdir()
+        os.chmod(ws, 0o555)
+    before = sorted(os.listdir(ws))
+    proc = subprocess.run([str(Path(sys.executable).parent / "sealq"), "loop", "--workspace", str(ws)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"Error: workspace {ws}: not writable (Permission denied)"
+    assert sorted(os.listdir(ws)) == before

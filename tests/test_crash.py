@@ -1,0 +1,185 @@
+"""Crash safety: a real `sealq loop` process is killed (SIGKILL) or runs out of space at chosen points,
+`sealq loop --resume` finishes it, and the rows equal those of an uninterrupted run with the same seed.
+
+The kill points are in :mod:`sealq.faults`; `SEALQ_KILL_AT=point:n` makes the process SIGKILL itself the
+n-th time it passes the point (no handler, no finally: the same as `kill -9`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+SEALQ = str(Path(sys.executable).parent / "sealq")
+# 1 bundled passage, K=2 (two edit types), model-written directives, 1 epoch: every stage, quickly
+ARGS = ["loop", "--passages", "1", "--k", "2", "--epochs", "1", "--edit-type", "implications",
+        "--edit-type", "self-qa", "--seed", "3"]
+
+
+def sealq(ws: Path, *args, env=None, preexec_fn=None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "SEALQ_KILL_AT"}
+    full_env.update(env or {})
+    return subprocess.run([SEALQ, *args, "--workspace", str(ws)], env=full_env, capture_output=True, text=True,
+                          timeout=900, preexec_fn=preexec_fn)
+
+
+def snapshot(ws: Path) -> dict:
+    """Every recorded row that describes the work (ids, run id, timings and durations left out)."""
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    q = lambda sql: sorted(tuple(r) for r in db.execute(sql, {"ws": str(ws)}).fetchall())  # noqa: E731
+    return {
+        "passages": q("select idx, key, title, context, n_questions from passages"),
+        "questions": q("select p.idx, q.idx, q.question, q.answers_json from questions q join passages p on p.id = q.passage_id"),
+        "self_edits": q("""select p.idx, s.source, s.seed_idx, s.sample_idx, s.edit_type, s.prompt, s.text, s.items_json,
+                                  s.n_items, s.gen_tokens, s.directive_raw, s.directive_json, s.directive_fallback_json,
+                                  s.status, s.skip_reason, s.accuracy, s.reward, s.reward_em, s.reward_f1, s.is_best
+                           from self_edits s join passages p on p.id = s.passage_id"""),
+        "adapters": q("""select p.idx, s.sample_idx, a.rank, a.alpha, a.epochs, a.lr, a.n_sequences, a.tokens_trained,
+                                round(a.final_loss, 4), a.kept, a.gguf_sha256,
+                                replace(replace(a.gguf_path, :ws, 'WS'), a.run_id, 'RUN')
+                         from adapters a join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id"""),
+        "answers": q("""select p.idx, q.idx, a.condition, s.sample_idx, a.prediction, a.em, a.f1, a.contains, a.tokens
+                        from answers a join questions q on q.id = a.question_id join passages p on p.id = q.passage_id
+                        left join self_edits s on s.id = a.self_edit_id"""),
+    }
+
+
+def files(ws: Path) -> list[str]:
+    """Adapter files on disk, run id replaced, lock file left out."""
+    out = []
+    for f in sorted((ws / "runs").rglob("*")):
+        rel = f.relative_to(ws / "runs").parts
+        if f.is_file() and rel[-1] != "writer.lock":
+            out.append("/".join(("RUN", *rel[1:])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, hf_model):
+    """The uninterrupted run (hf_model: the training-model cache is warm before any subprocess starts)."""
+    ws = tmp_path_factory.mktemp("reference")
+    proc = sealq(ws, *ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    snap = snapshot(ws)
+    assert len(snap["self_edits"]) == 2 and snap["answers"]
+    return snap, files(ws)
+
+
+def run_id_and_status(ws: Path) -> tuple[str, str]:
+    (row,) = sqlite_utils.Database(str(ws / "runs.db")).execute("select id, status from runs").fetchall()
+    return row
+
+
+def resume_and_compare(ws: Path, reference) -> None:
+    run_id, _ = run_id_and_status(ws)
+    proc = sealq(ws, "loop", "--resume", run_id[:10], "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["run_id"] == run_id
+    assert run_id_and_status(ws) == (run_id, "done")
+    assert sqlite_utils.Database(str(ws / "runs.db"))["runs"].get(run_id)["resumes"] == 1
+    snap, on_disk = reference
+    got = snapshot(ws)
+    for table in snap:
+        assert got[table] == snap[table], table
+    assert files(ws) == on_disk  # no orphaned temporary folder or unrecorded adapter left
+
+
+def kill_cases():
+    slow = pytest.mark.slow
+    return [
+        pytest.param("generate:1", id="during-self-edit-generation", marks=slow),
+        pytest.param("train:2", id="during-training", marks=slow),
+        pytest.param("convert:1", id="between-conversion-and-evaluation", marks=slow),
+        pytest.param("db_write:2", id="during-a-database-write"),
+    ]
+
+
+@pytest.mark.parametrize("point", kill_cases())
+def test_sigkill_then_resume_equals_uninterrupted(point, reference, tmp_path):
+    proc = sealq(tmp_path, *ARGS, env={"SEALQ_KILL_AT": point})
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_id, status = run_id_and_status(tmp_path)
+    assert status == "running"  # the process had no chance to record anything
+    listed = subprocess.run([SEALQ, "runs", "--json", "--workspace", str(tmp_path)], capture_output=True, text=True)
+    assert json.loads(listed.stdout)[0]["status"] == "dead"
+    if point.startswith("db_write"):
+        # the killed transaction left nothing behind: exactly the self-edits before it
+        db = sqlite_utils.Database(str(tmp_path / "runs.db"))
+        assert db["self_edits"].count == 1 and db["adapters"].count == 1
+    resume_and_compare(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_full_workspace_is_one_line_and_resumable(reference, tmp_path):
+    """Writes beyond 2 MB fail (RLIMIT_FSIZE -> EFBIG, as a full disk fails with ENOSPC): the first adapter
+    save fails; the user sees one line naming the workspace and the resume command; the run resumes."""
+    limit = 2 * 1024 * 1024
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = sealq(tmp_path, *ARGS, preexec_fn=small_disk)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: workspace ") and "is full" in lines[-1] and "--resume" in lines[-1]
+    assert "Traceback" not in proc.stderr
+    run_id, status = run_id_and_status(tmp_path)
+    assert status == "failed"
+    assert sqlite_utils.Database(str(tmp_path / "runs.db"))["passages"].count == 1  # the baseline was kept
+    resume_and_compare(tmp_path, reference)
+
+
+def test_second_writer_is_refused_and_readers_are_not(cli_run, tmp_path):
+    """While a process holds a run's lock, `--resume` of that run fails with its pid; `sealq runs` still reads."""
+    ws, summary = cli_run
+    run_id = summary["run_id"]
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    db["runs"].update(run_id, {"status": "running"})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from sealq.store import RunLock\n"
+        f"RunLock(Path({str(ws)!r}), {run_id!r}).acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = sealq(ws, "loop", "--resume", run_id)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (f"Error: run {run_id} is being written by process {holder.pid}; "
+                                       "wait for it to finish or stop it first")
+        listed = subprocess.run([SEALQ, "runs", "--json", "--workspace", str(ws)], capture_output=True, text=True)
+        assert json.loads(listed.stdout)[0]["status"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+        db["runs"].update(run_id, {"status": "done"})
+    listed = subprocess.run([SEALQ, "runs", "--json", "--workspace", str(ws)], capture_output=True, text=True)
+    assert json.loads(listed.stdout)[0]["status"] == "done"
+
+
+def test_resume_of_a_finished_run_is_refused(cli_run):
+    ws, summary = cli_run
+    proc = sealq(ws, "loop", "--resume", summary["run_id"])
+    assert proc.returncode == 2 and proc.stderr.strip() == f"Error: run {summary['run_id']} is complete; nothing to resume"
+
+
+def test_reading_while_a_transaction_is_open(tmp_path):
+    """WAL: a reader sees the last committed state while a writer's transaction is open, and is not blocked."""
+    from sealq.store import open_db
+
+    writer = open_db(tmp_path)
+    writer["runs"].insert({"id": "A", "status": "done"})
+    writer.conn.execute("begin immediate")
+    writer.conn.execute("insert into runs (id, status) values ('B', 'running')")
+    t0 = time.perf_counter()
+    reader = sqlite_utils.Database(str(tmp_path / "runs.db"))
+    assert [r["id"] for r in reader["runs"].rows] == ["A"]
+    assert time.perf_counter() - t0 < 1
+    writer.conn.execute("commit")
+    assert [r["id"] for r in reader["runs"].rows] == ["A", "B"]

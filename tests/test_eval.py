@@ -1,0 +1,109 @@
+"""`sealq eval`: every condition of the SEAL table on the real model, with intervals and paired differences."""
+
+import json
+
+import pytest
+import sqlite_utils
+from click.testing import CliRunner
+
+from sealq.cli import cli
+from sealq.engine.dataset import load_passages
+from sealq.engine.evaluate import PAIRS
+
+# A hand-written "teacher" self-edit for the first bundled passage (the format of SEAL's published
+# synthetic data: title, context, completions).
+TEACHER_LINES = [
+    "The Varnholt Lighthouse stands on a cliff above the harbour.",
+    "Its lamp flashes green, which is unusual for a lighthouse.",
+    "The keeper of the Varnholt Lighthouse maintains the lamp every night.",
+]
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory, cache_root):
+    p = load_passages()[0]
+    assert p.title == "Varnholt Lighthouse"
+    teacher = tmp_path_factory.mktemp("teacher") / "teacher.json"
+    teacher.write_text(json.dumps([
+        {"title": p.title, "context": p.context, "completions": ["\n".join(f"{i + 1}. {x}" for i, x in enumerate(TEACHER_LINES))]},
+        {"title": "Not in the data", "context": "Unrelated.", "completions": ["x y z"]},
+    ]))
+    ws = tmp_path_factory.mktemp("eval-ws")
+    result = CliRunner().invoke(
+        cli, ["eval", "--k", "2", "--seeds", "2", "--epochs", "2", "--teacher", str(teacher), "--workspace", str(ws),
+              "--json"], catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
+    assert result.exit_code == 0, result.output
+    return ws, json.loads(result.stdout)
+
+
+def test_every_condition_is_recorded_and_tagged(eval_run):
+    ws, table = eval_run
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    (run,) = list(db["runs"].rows)
+    assert run["command"] == "eval" and run["status"] == "done"
+    config = json.loads(run["config_json"])
+    assert config["passage_only"] and config["teacher"].endswith("teacher.json") and config["seeds"] == 2
+    assert config["selfedit"]["directives"] == "off"  # same training settings for every condition
+    assert db["passages"].count == 1  # only the passage the teacher file covers
+    by_source = {(r["source"], r["seed_idx"]): r["n"] for r in db.query(
+        "select source, seed_idx, count(*) n from self_edits group by source, seed_idx")}
+    assert by_source == {("passage", 0): 1, ("passage", 1): 1, ("model", 0): 2, ("model", 1): 2,
+                         ("teacher", 0): 1, ("teacher", 1): 1}
+    # one best-of-K pick per seed, among the model's own self-edits only
+    best = {r["seed_idx"]: r["n"] for r in db.query("select seed_idx, sum(is_best) n from self_edits group by seed_idx")}
+    assert best == {0: 1, 1: 1}
+    assert db.execute("select count(*) from self_edits where is_best = 1 and source != 'model'").fetchone()[0] == 0
+    teacher = next(db.query("select * from self_edits where source = 'teacher'"))
+    assert json.loads(teacher["items_json"]) == TEACHER_LINES
+    n_ok = db.execute("select count(*) from self_edits where source = 'model' and status = 'ok'").fetchone()[0]
+    conditions = {r["condition"]: r["n"] for r in db.query("select condition, count(*) n from answers group by condition")}
+    assert conditions == {"no_context": 5, "with_context": 5, "passage_only": 10, "teacher": 10, "adapted": 5 * n_ok}
+
+
+def test_table_has_intervals_and_paired_differences(eval_run):
+    _ws, table = eval_run
+    assert table["passages"] == 1 and table["questions"] == 5
+    assert list(table["conditions"]) == ["no_context", "with_context", "passage_only", "mean_self_edit", "best_of_k",
+                                         "teacher"]
+    for row in table["conditions"].values():
+        for m in ("contains", "em", "f1"):
+            assert row[m]["low"] <= row[m]["estimate"] <= row[m]["high"]
+    assert [(d["a"], d["b"]) for d in table["differences"]] == list(PAIRS)
+    c = table["conditions"]
+    for d in table["differences"]:
+        assert d["contains"]["estimate"] == pytest.approx(c[d["a"]]["contains"]["estimate"] - c[d["b"]]["contains"]["estimate"])
+    assert c["best_of_k"]["contains"]["estimate"] >= c["mean_self_edit"]["contains"]["estimate"]
+
+
+def test_table_prints_like_the_paper(eval_run, tmp_path):
+    from rich.console import Console
+
+    from sealq.cli.loop import print_eval
+
+    ws, table = eval_run
+    config = json.loads(next(sqlite_utils.Database(str(ws / "runs.db"))["runs"].rows)["config_json"])
+    console = Console(record=True, width=200)
+    print_eval(table, "RUN", console, config)
+    text = console.export_text()
+    for label in ("baseline (no passage)", "LoRA on the passage only", "teacher self-edit", "33.5", "46.3",
+                  "paired differences"):
+        assert label in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--teacher", "/nonexistent.json"], "cannot read teacher file"),
+    ],
+)
+def test_eval_bad_options(args, message):
+    result = CliRunner().invoke(cli, ["eval", *args])
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_teacher_file_that_matches_no_passage(tmp_path):
+    teacher = tmp_path / "t.json"
+    teacher.write_text(json.dumps([{"title": "A", "context": "B", "completions": ["c d e"]}]))
+    result = CliRunner().invoke(cli, ["eval", "--teacher", str(teacher)])
+    assert result.exit_code == 2 and "no passage of the data set has a teacher completion" in result.stderr
