@@ -121,3 +121,26 @@ def test_arbitrary_json_raises_only_sealq_error(doc):
         parse_passages(doc, "x.json")
     except SealqError:
         pass
+
+
+_teacher_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["title", "context", "completions", "questions"]), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_teacher_json)
+def test_arbitrary_teacher_file_raises_only_sealq_error(tmp_path_factory, doc):
+    from sealq.engine.dataset import load_teacher
+
+    path = tmp_path_factory.mktemp("t") / "teacher.json"
+    path.write_text(json.dumps(doc))
+    try:
+        out = load_teacher(path)
+    except SealqError as e:
+        assert "\n" not in str(e)
+    else:
+        assert out and all(isinstance(c, str) and c.strip() for cs in out.values() for c in cs)

@@ -180,6 +180,22 @@ def parse_passages(doc, source: str = "<data>") -> list[Passage]:
     return list(unique.values())
 
 
+def _read_json(p: Path, what: str):
+    """Decode a UTF-8 JSON file, or raise SealqError naming the file and the problem."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SealqError(f"{p}: cannot read {what} ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SealqError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SealqError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
 def load_passages(path: str | Path | None = None, limit: int | None = None) -> list[Passage]:
     """Load passages from a JSON file (or the bundled default set when ``path`` is None).
 
@@ -191,19 +207,7 @@ def load_passages(path: str | Path | None = None, limit: int | None = None) -> l
         SealqError: the file is missing, unreadable, not UTF-8, not JSON, or not a valid dataset.
     """
     p = Path(path) if path is not None else default_data_path()
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise SealqError(f"{p}: cannot read data file ({e.strerror or e})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SealqError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SealqError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    passages = parse_passages(doc, str(p))
+    passages = parse_passages(_read_json(p, "data file"), str(p))
     if limit is not None:
         if limit <= 0:
             raise SealqError(f"--passages must be positive, got {limit}")
@@ -224,14 +228,7 @@ def load_teacher(path: str | Path) -> dict[str, tuple[str, ...]]:
         SealqError: the file is unreadable, not UTF-8 JSON, not a list, or a record lacks a field.
     """
     p = Path(path)
-    try:
-        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except OSError as e:
-        raise SealqError(f"{p}: cannot read teacher file ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise SealqError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise SealqError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    doc = _read_json(p, "teacher file")
     if not isinstance(doc, list):
         raise SealqError(f"{p}: a teacher file is a list of {{title, context, completions}} records")
     out: dict[str, tuple[str, ...]] = {}
