@@ -172,7 +172,7 @@ def m003_restem(db: sqlite_utils.Database) -> None:
             "id": int,
             "run_id": str,
             "round": int,
-            "status": str,  # trained | no_data (no self-edit had a positive reward: the model is unchanged)
+            "status": str,  # trained | no_data (no self-edit with a positive reward fit: the model is unchanged)
             "n_pairs": int,
             "peft_path": str,
             "gguf_path": str,
@@ -195,6 +195,12 @@ def m003_restem(db: sqlite_utils.Database) -> None:
         pk=("policy_id", "self_edit_id"),
         foreign_keys=[("policy_id", "policies", "id"), ("self_edit_id", "self_edits", "id")],
     )
+
+
+@migrations()
+def m004_selection_fingerprint(db: sqlite_utils.Database) -> None:
+    """runs.selection_sha256: what the run read from its data, so `--resume` can refuse changed data."""
+    db["runs"].add_column("selection_sha256", str)
 
 
 def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
@@ -283,8 +289,9 @@ class RunLock:
     """The one-writer-per-run lock: an exclusive ``flock`` on ``<workspace>/runs/<run id>/writer.lock``.
 
     The kernel drops the lock when the holding process dies, however it dies (SIGKILL included), so a
-    lock is never stale; readers (``sealq runs``, datasette) never take it. The holder's pid is written
-    into the file for the error message of a second writer.
+    lock is never stale; readers of runs.db never take it (``sealq runs`` only probes it for a moment to
+    tell a live run from a dead one). The holder's pid is written into the file for the error message of
+    a second writer.
     """
 
     def __init__(self, workspace: Path, run_id: str):
@@ -305,9 +312,16 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise SealqError(f"{self.path}: cannot create the run lock ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        import time
+
+        for attempt in range(5):  # a reader's probe (held_by_other) holds a shared lock for microseconds
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < 4:
+                    time.sleep(0.1)
+        else:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise SealqError(f"run {self.run_id} is being written by process {holder}; "

@@ -36,7 +36,7 @@ def snapshot(ws: Path) -> dict:
     db = sqlite_utils.Database(str(ws / "runs.db"))
     q = lambda sql: sorted(tuple(r) for r in db.execute(sql, {"ws": str(ws)}).fetchall())  # noqa: E731
     return {
-        "passages": q("select idx, key, title, context, n_questions from passages"),
+        "passages": q("select idx, key, title, context, n_questions, round, split from passages"),
         "questions": q("select p.idx, q.idx, q.question, q.answers_json from questions q join passages p on p.id = q.passage_id"),
         "self_edits": q("""select p.idx, s.source, s.seed_idx, s.sample_idx, s.edit_type, s.prompt, s.text, s.items_json,
                                   s.n_items, s.gen_tokens, s.directive_raw, s.directive_json, s.directive_fallback_json,
@@ -183,3 +183,30 @@ def test_reading_while_a_transaction_is_open(tmp_path):
     assert time.perf_counter() - t0 < 1
     writer.conn.execute("commit")
     assert [r["id"] for r in reader["runs"].rows] == ["A", "B"]
+
+
+EVAL_ARGS = ["eval", "--passages", "1", "--k", "1", "--epochs", "1", "--seed", "5"]
+
+
+@pytest.mark.slow
+def test_killed_eval_run_resumes_to_the_same_rows(tmp_path_factory, hf_model):
+    """An eval run (passage-only, self-edit, teacher per passage) killed while training its teacher
+    adapter, after the passage-only adapter was recorded and deleted: resume gives the reference rows and
+    files (no passage-only or teacher adapter left on disk)."""
+    from sealq.engine.dataset import load_passages
+
+    p = load_passages()[0]
+    teacher = tmp_path_factory.mktemp("teacher") / "t.json"
+    teacher.write_text(json.dumps([{"title": p.title, "context": p.context,
+                                    "completions": ["1. The lighthouse lamp is green.\n2. The keeper lights it at dusk."]}]))
+    args = [*EVAL_ARGS, "--teacher", str(teacher), "--json"]
+    ref = tmp_path_factory.mktemp("eval-ref")
+    proc = sealq(ref, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ws = tmp_path_factory.mktemp("eval-killed")
+    proc = sealq(ws, *args, env={"SEALQ_KILL_AT": "train:3"})
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert sqlite_utils.Database(str(ws / "runs.db"))["self_edits"].count == 2  # passage-only and the self-edit
+    resume_and_compare(ws, (snapshot(ref), files(ref)))
+    sources = {r[0] for r in sqlite_utils.Database(str(ws / "runs.db")).execute("select source from self_edits")}
+    assert sources == {"passage", "model", "teacher"}

@@ -6,7 +6,7 @@ from sealq.store import DB_NAME, migrations, open_db, resolve_workspace
 
 EXPECTED = {
     "runs": ["id", "command", "status", "started_utc", "finished_utc", "duration_ms", "model_name", "model_path",
-             "model_sha256", "data_path", "seed", "pid", "config_json", "versions_json", "summary_json", "error", "resumes"],
+             "model_sha256", "data_path", "seed", "pid", "config_json", "versions_json", "summary_json", "error", "resumes", "selection_sha256"],
     "passages": ["id", "run_id", "idx", "key", "title", "context", "n_questions", "round", "split"],
     "questions": ["id", "passage_id", "idx", "question", "answers_json"],
     "self_edits": ["id", "run_id", "passage_id", "sample_idx", "edit_type", "prompt", "text", "items_json", "n_items",

@@ -36,6 +36,15 @@ class _Group(click.Group):
             where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
             click.echo(f"Error: {where}{e.format_message()}", err=True)
             sys.exit(EXIT_USAGE)
+        except Exception as e:  # a full disk (OSError, sqlite3.OperationalError, ...) is the user's, not a bug
+            from sealq.errors import disk_full_reason
+
+            reason = disk_full_reason(e)
+            if not reason:
+                raise
+            click.echo(f"Error: the workspace is full ({reason}); what was recorded is kept: free space and run the "
+                       "command again (`sealq loop --resume RUN` to continue a run)", err=True)
+            sys.exit(EXIT_USAGE)
         finally:
             warnings.showwarning = previous
 

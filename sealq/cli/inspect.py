@@ -153,7 +153,8 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
             """select a.gguf_path, r.model_path from adapters a
                join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id
                join runs r on r.id = a.run_id
-               where a.run_id = ? and p.idx = ? and s.is_best = 1""", [run_id, passage_idx]).fetchone()
+               where a.run_id = ? and p.idx = ? and s.is_best = 1 and a.kept = 1
+               order by p.round desc, s.seed_idx limit 1""", [run_id, passage_idx]).fetchone()
         if row is None:
             raise SealqError(f"run {run_id} has no kept adapter for passage {passage_idx}")
         adapter, model = row[0], model or row[1]

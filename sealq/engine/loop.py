@@ -177,6 +177,20 @@ def select_passages(config: LoopConfig) -> Selection:
     return Selection(passages, holdout, teacher)
 
 
+def selection_sha256(sel: Selection) -> str:
+    """A fingerprint of everything a run reads from its data: passages (both sides, in order), their
+    questions and gold answers, and the teacher completions of the passages used."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for side in (sel.train, sel.holdout):
+        h.update(b"\x1e")
+        for p in side:
+            h.update(json.dumps([p.title, p.context, [[q.question, list(q.answers)] for q in p.questions],
+                                 list(sel.teacher.get(p.key, ()))]).encode())
+    return h.hexdigest()
+
+
 def _interleave(passages: list[Passage]) -> list[Passage]:
     by_title: dict[str, list[Passage]] = {}
     for p in passages:
@@ -260,6 +274,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
         "model_name": model.name, "model_path": str(model.path), "model_sha256": file_sha256(model.path),
         "data_path": config.data or "(bundled default)", "seed": config.seed,
         "pid": os.getpid(), "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
+        "selection_sha256": selection_sha256(sel),
     })
     return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=0)
 
@@ -283,24 +298,21 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
     ws = resolve_workspace(workspace)
     db = open_db(ws)
     run_id = find_run(db, run)
-    row = db["runs"].get(run_id)
     lock = RunLock(ws, run_id).acquire()
     try:
+        row = db["runs"].get(run_id)  # read under the lock: another resume may have just finished it
         if row["status"] == "done":
             raise SealqError(f"run {run_id} is complete; nothing to resume")
         config = LoopConfig.from_dict(json.loads(row["config_json"]))
         sel = select_passages(config)
-        sides = {"all": sel.train, "train": sel.train, "holdout": sel.holdout}
-        for r in db.query("select distinct split, idx, key from passages where run_id = ?", [run_id]):
-            side = sides[r["split"]]
-            if r["idx"] >= len(side) or side[r["idx"]].key != r["key"]:
-                raise SealqError(f"run {run_id}: passage {r['idx']} of {config.data or 'the bundled data'} changed "
-                                 "since the run started; cannot resume")
+        if row["selection_sha256"] and row["selection_sha256"] != selection_sha256(sel):
+            raise SealqError(f"run {run_id}: the passages, questions, answers or teacher completions it uses "
+                             f"({config.data or 'the bundled data'}) changed since the run started; cannot resume")
         model = resolve_model(config.model)
         if file_sha256(model.path) != row["model_sha256"]:
             raise SealqError(f"run {run_id}: model file {model.path} changed since the run started; cannot resume")
         for sub in ("adapters", "policy"):
-            _clean_orphans(db, ws / "runs" / run_id / sub)
+            _clean_orphans(db, run_id, ws / "runs" / run_id / sub)
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
         db["runs"].update(run_id, {"status": "running", "pid": os.getpid(), "resumes": (row["resumes"] or 0) + 1,
@@ -311,18 +323,19 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
     return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=row["duration_ms"] or 0)
 
 
-def _clean_orphans(db, adapter_dir: Path) -> list[Path]:
-    """Delete temporary files and adapters no recorded self-edit refers to; returns what was deleted."""
-    if not adapter_dir.exists():
+def _clean_orphans(db, run_id: str, folder: Path) -> list[Path]:
+    """Delete the temporary files and the adapters no kept row of ``run_id`` refers to, in ``folder``
+    (matched by file name, so a moved workspace keeps its adapters); returns what was deleted."""
+    if not folder.exists():
         return []
     known = set()
-    for r in db.query("select peft_path, gguf_path from adapters where kept = 1 and peft_path like ? "
-                      "union all select peft_path, gguf_path from policies where peft_path like ?",
-                      [f"{adapter_dir}%", f"{adapter_dir}%"]):
-        known.update({r["peft_path"], r["gguf_path"]})
+    for r in db.query("select peft_path, gguf_path from adapters where run_id = ? and kept = 1 union all "
+                      "select peft_path, gguf_path from policies where run_id = ? and status = 'trained'",
+                      [run_id, run_id]):
+        known.update({Path(r["peft_path"]).name, Path(r["gguf_path"]).name})
     removed = []
-    for entry in adapter_dir.iterdir():
-        if str(entry) in known:
+    for entry in folder.iterdir():
+        if entry.name in known:
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
@@ -539,6 +552,9 @@ def _unit(ctx: _Ctx, idx, passage: Passage, pid, qids, baseline, seed_idx: int, 
     reward, reward_em = acc - base_c, _mean([a.score.em for a in adapted]) - base_em
     reward_f1 = _mean([a.score.f1 for a in adapted]) - base_f1
     condition = {"model": qa.ADAPTED, "passage": qa.PASSAGE_ONLY, "teacher": qa.TEACHER}[source]
+    # conditions that are not best-of-K candidates keep no adapter unless asked: recorded as not kept in
+    # the same transaction, files deleted after it (a crash in between leaves files resume deletes)
+    keep = source == "model" or config.keep_adapters
     with db.atomic():
         se_id = db["self_edits"].insert({**row, "status": "ok", "accuracy": acc, "reward": reward,
                                          "reward_em": reward_em, "reward_f1": reward_f1, "is_best": 0}).last_pk
@@ -549,14 +565,14 @@ def _unit(ctx: _Ctx, idx, passage: Passage, pid, qids, baseline, seed_idx: int, 
             "epochs": directive.epochs, "lr": directive.lr, "n_sequences": len(seqs),
             "tokens_trained": result.tokens_trained, "final_loss": result.final_loss,
             "loss_curve_json": json.dumps([round(x, 5) for x in result.losses]),
-            "train_seconds": result.seconds, "convert_seconds": conv.seconds, "kept": 1,
+            "train_seconds": result.seconds, "convert_seconds": conv.seconds, "kept": int(keep),
         }).last_pk
         db["answers"].insert_all(_answer_rows(run_id, qids, adapted, condition, se_id))
         ctx.clock.flush(db, run_id, passage_id=pid, self_edit_id=se_id)
     ctx.events.self_edit_done(idx, j, reward, source)
-    if source != "model" and not config.keep_adapters:
-        # conditions other than best-of-K candidates keep no adapter unless asked
-        _drop_adapter(ctx, ad_id, peft_dir, gguf_path)
+    if not keep:
+        shutil.rmtree(peft_dir, ignore_errors=True)
+        gguf_path.unlink(missing_ok=True)
     return (reward, reward_f1, -j, se_id, ad_id, peft_dir, gguf_path)
 
 

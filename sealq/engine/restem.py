@@ -92,17 +92,20 @@ def _policy(ctx, r: int, train: list[Passage]) -> None:
     db, config = ctx.db, ctx.config
     row = db.execute("select * from policies where run_id = ? and round = ?", [ctx.run_id, r]).fetchone()
     if row is None:
-        pairs = policy_pairs(db, ctx.run_id, r - 1)
+        pairs, seqs = [], []
+        for pair in policy_pairs(db, ctx.run_id, r - 1):
+            prompt = ctx.runner.chat_prompt_ids([{"role": "user", "content": pair["prompt"]}])
+            completion = ctx.runner.completion_ids(pair["text"])
+            if len(prompt) + len(completion) > config.policy.max_seq_tokens:
+                continue  # would be cut; only pairs trained whole are recorded as lineage
+            pairs.append(pair)
+            seqs.append(PromptCompletion(prompt + completion, len(prompt)))
         if not pairs:
             with db.atomic():
                 db["policies"].insert({"run_id": ctx.run_id, "round": r, "status": "no_data", "n_pairs": 0})
-            ctx.events.stage(f"round {r}: no self-edit had a positive reward; the model is unchanged")
+            ctx.events.stage(f"round {r}: no usable self-edit with a positive reward; the model is unchanged")
         else:
             ctx.events.stage(f"round {r}: fine-tuning the policy on {len(pairs)} kept self-edits")
-            seqs = []
-            for pair in pairs:
-                prompt = ctx.runner.chat_prompt_ids([{"role": "user", "content": pair["prompt"]}])
-                seqs.append(PromptCompletion(prompt + ctx.runner.completion_ids(pair["text"]), len(prompt)))
             pc = config.policy
             tc = TrainConfig(default=Directive(pc.epochs, pc.lr, pc.rank), max_seq_tokens=pc.max_seq_tokens,
                              bounds=DirectiveBounds((1, 20), (1e-6, 1e-2), (4, 8, 16, 32, 64)),
