@@ -162,8 +162,7 @@ def print_rounds(summary: dict, console, db_path: str) -> None:
                 "mean gain", "best-of-K gain", "train: mean reward", "kept"):
         t.add_column(col, justify="right")
 
-    def cell(x, sign=""):
-        return f"{x['estimate']:{sign}.3f} [{x['low']:{sign}.3f}, {x['high']:{sign}.3f}]"
+    from sealq.engine.stats import format_interval as cell
 
     for r in summary["rounds"]:
         h, tr, pol = r.get("holdout"), r.get("train"), r.get("policy")
@@ -172,7 +171,7 @@ def print_rounds(summary: dict, console, db_path: str) -> None:
             continue
         t.add_row(str(r["round"]), policy, cell(h["no_context"]["contains"]), cell(h["with_context"]["contains"]),
                   cell(h["mean_self_edit"]["contains"]), cell(h["best_of_k"]["contains"]),
-                  cell(h["mean_gain"]["contains"], "+"), cell(h["best_gain"]["contains"], "+"),
+                  cell(h["mean_gain"]["contains"], True), cell(h["best_gain"]["contains"], True),
                   "-" if tr is None else f"{tr['mean_reward']:+.3f}", "-" if tr is None else str(tr["kept_pairs"]))
     console.print(t)
     console.print(f"recorded in {db_path}")
@@ -193,8 +192,7 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
     for col in ("condition", "contains", "EM", "F1", "SEAL %"):
         t.add_column(col, justify="left" if col == "condition" else "right")
 
-    def cell(x):
-        return f"{x['estimate']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
+    from sealq.engine.stats import format_interval as cell
 
     for name, row in table["conditions"].items():
         paper = PAPER_ROWS.get(name)
@@ -205,11 +203,8 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
         d.add_column(col, justify="left" if col == "difference" else "right")
     labels = {c: r["label"] for c, r in table["conditions"].items()}
 
-    def signed(x):
-        return f"{x['estimate']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
-
     for row in table["differences"]:
-        d.add_row(f"{labels[row['a']]} - {labels[row['b']]}", signed(row["contains"]), signed(row["em"]), signed(row["f1"]))
+        d.add_row(f"{labels[row['a']]} - {labels[row['b']]}", cell(row["contains"], True), cell(row["em"], True), cell(row["f1"], True))
     console.print(d)
 
 

@@ -52,19 +52,16 @@ def eval_table(db, run_id: str, n_boot: int = 2000, seed: int = 0) -> dict:
     def column(cond, i):
         return [[g[i] for g in passage] for passage in scores[cond]]
 
-    def iv(interval):
-        return {"estimate": interval.estimate, "low": interval.low, "high": interval.high}
-
     conditions = {}
     for cond in CONDITIONS:
         if cond in scores:
             conditions[cond] = {"label": CONDITIONS[cond], "n": sum(len(p) for p in scores[cond]),
-                                **{m: iv(cluster_bootstrap(column(cond, i), n_boot, seed=seed))
+                                **{m: cluster_bootstrap(column(cond, i), n_boot, seed=seed).as_dict()
                                    for i, m in enumerate(METRICS)}}
     differences = []
     for a, b in PAIRS:
         if a in scores and b in scores:
-            differences.append({"a": a, "b": b, **{m: iv(paired_difference(column(a, i), column(b, i), n_boot, seed=seed))
+            differences.append({"a": a, "b": b, **{m: paired_difference(column(a, i), column(b, i), n_boot, seed=seed).as_dict()
                                                    for i, m in enumerate(METRICS)}})
     return {"passages": len(scores["no_context"]), "questions": conditions["no_context"]["n"],
             "conditions": conditions, "differences": differences}

@@ -199,16 +199,15 @@ def build_report(db, run_id: str) -> Report:
     if rounds:
         from sealq.engine.restem import restem_table
 
-        def ci(x, sign=""):
-            return f"{x['estimate']:{sign}.3f} [{x['low']:{sign}.3f}, {x['high']:{sign}.3f}]"
+        from sealq.engine.stats import format_interval as ci
 
         for r in restem_table(db, run_id):
             h, pol = r.get("holdout"), r.get("policy")
             if h:
                 round_rows.append((r["round"], "base" if pol is None else f"{pol['status']} ({pol['n_pairs']})",
                                    ci(h["no_context"]["contains"]), ci(h["mean_self_edit"]["contains"]),
-                                   ci(h["best_of_k"]["contains"]), ci(h["mean_gain"]["contains"], "+"),
-                                   ci(h["best_gain"]["contains"], "+")))
+                                   ci(h["best_of_k"]["contains"]), ci(h["mean_gain"]["contains"], True),
+                                   ci(h["best_gain"]["contains"], True)))
 
     # ---- HTML
     def table(head, rows):

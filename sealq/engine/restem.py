@@ -174,14 +174,11 @@ def restem_table(db, run_id: str, n_boot: int = 2000) -> list[dict]:
             def col(c, i):
                 return [[g[i] for g in p] for p in s[c]]
 
-            def iv(x):
-                return {"estimate": x.estimate, "low": x.low, "high": x.high}
-
             h = {"passages": len(s["no_context"]), "questions": sum(len(p) for p in s["no_context"])}
             for c in ("no_context", "with_context", "mean_self_edit", "best_of_k"):
-                h[c] = {m: iv(cluster_bootstrap(col(c, i), n_boot)) for i, m in enumerate(METRICS)}
+                h[c] = {m: cluster_bootstrap(col(c, i), n_boot).as_dict() for i, m in enumerate(METRICS)}
             for name, c in (("mean_gain", "mean_self_edit"), ("best_gain", "best_of_k")):
-                h[name] = {m: iv(paired_difference(col(c, i), col("no_context", i), n_boot)) for i, m in enumerate(METRICS)}
+                h[name] = {m: paired_difference(col(c, i), col("no_context", i), n_boot).as_dict() for i, m in enumerate(METRICS)}
             entry["holdout"] = h
         t = db.execute(
             """select count(distinct p.id), avg(s.reward) from passages p join self_edits s on s.passage_id = p.id

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "cluster_bootstrap", "paired_difference"]
+__all__ = ["Interval", "cluster_bootstrap", "paired_difference", "format_interval"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,16 @@ class Interval:
     low: float
     high: float
     level: float = 0.95
+
+    def as_dict(self) -> dict:
+        """``{"estimate", "low", "high"}`` (JSON for summaries and tables)."""
+        return {"estimate": self.estimate, "low": self.low, "high": self.high}
+
+
+def format_interval(x: dict, signed: bool = False) -> str:
+    """``"0.136 [0.100, 0.172]"`` from :meth:`Interval.as_dict` output; ``signed`` for differences."""
+    f = "+.3f" if signed else ".3f"
+    return f"{x['estimate']:{f}} [{x['low']:{f}}, {x['high']:{f}}]"
 
 
 def _micro(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
