@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,10 @@ def package_versions() -> dict:
 
 @dataclass
 class _Clock:
-    """Per-stage wall-clock timings, written to the ``timings`` table."""
+    """Per-stage wall-clock timings, written to the ``timings`` table. Each flush (inside a result's
+    transaction) also records the run's duration so far, so a run killed later keeps it."""
 
+    elapsed_ms: Callable[[], int] | None = None
     rows: list = field(default_factory=list)
 
     @contextmanager
@@ -103,6 +106,8 @@ class _Clock:
             row.update({k: v for k, v in ids.items() if row.get(k) is None})
             db["timings"].insert({"run_id": run_id, **row})
         self.rows.clear()
+        if self.elapsed_ms is not None:
+            db["runs"].update(run_id, {"duration_ms": self.elapsed_ms()})
 
 
 def _check_lengths(runner, passages: list[Passage], config: LoopConfig) -> None:
@@ -356,7 +361,7 @@ def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection,
         return prior_ms + int(1000 * (time.perf_counter() - t_run))
 
     try:
-        clock = _Clock()
+        clock = _Clock(elapsed_ms)
         events.stage("loading the training model (dequantized GGUF)")
         set_torch_threads(config.train.threads)
         with clock("load_training_model"):
