@@ -38,7 +38,7 @@ def snapshot(ws: Path) -> dict:
     return {
         "passages": q("select idx, key, title, context, n_questions, round, split from passages"),
         "questions": q("select p.idx, q.idx, q.question, q.answers_json from questions q join passages p on p.id = q.passage_id"),
-        "self_edits": q("""select p.idx, s.source, s.seed_idx, s.sample_idx, s.edit_type, s.prompt, s.text, s.items_json,
+        "self_edits": q("""select p.round, p.split, p.idx, s.source, s.seed_idx, s.sample_idx, s.edit_type, s.prompt, s.text, s.items_json,
                                   s.n_items, s.gen_tokens, s.directive_raw, s.directive_json, s.directive_fallback_json,
                                   s.status, s.skip_reason, s.accuracy, s.reward, s.reward_em, s.reward_f1, s.is_best
                            from self_edits s join passages p on p.id = s.passage_id"""),
@@ -46,9 +46,14 @@ def snapshot(ws: Path) -> dict:
                                 round(a.final_loss, 4), a.kept, a.gguf_sha256,
                                 replace(replace(a.gguf_path, :ws, 'WS'), a.run_id, 'RUN')
                          from adapters a join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id"""),
-        "answers": q("""select p.idx, q.idx, a.condition, s.sample_idx, a.prediction, a.em, a.f1, a.contains, a.tokens
+        "answers": q("""select p.round, p.split, p.idx, q.idx, a.condition, s.sample_idx, a.prediction, a.em, a.f1, a.contains, a.tokens
                         from answers a join questions q on q.id = a.question_id join passages p on p.id = q.passage_id
                         left join self_edits s on s.id = a.self_edit_id"""),
+        "policies": q("""select round, status, n_pairs, rank, alpha, epochs, lr, tokens_trained, round(final_loss, 4),
+                                gguf_sha256, replace(replace(gguf_path, :ws, 'WS'), run_id, 'RUN') from policies"""),
+        "policy_pairs": q("""select pol.round, p.round, p.idx, s.sample_idx from policy_pairs pp
+                             join policies pol on pol.id = pp.policy_id join self_edits s on s.id = pp.self_edit_id
+                             join passages p on p.id = s.passage_id"""),
     }
 
 
@@ -108,6 +113,8 @@ def test_sigkill_then_resume_equals_uninterrupted(point, reference, tmp_path):
     assert proc.returncode == -9, proc.stderr[-3000:]
     run_id, status = run_id_and_status(tmp_path)
     assert status == "running"  # the process had no chance to record anything
+    killed_ms = sqlite_utils.Database(str(tmp_path / "runs.db"))["runs"].get(run_id)["duration_ms"]
+    assert killed_ms > 0  # its time up to the last commit is kept
     listed = subprocess.run([SEALQ, "runs", "--json", "--workspace", str(tmp_path)], capture_output=True, text=True)
     assert json.loads(listed.stdout)[0]["status"] == "dead"
     if point.startswith("db_write"):
@@ -115,6 +122,7 @@ def test_sigkill_then_resume_equals_uninterrupted(point, reference, tmp_path):
         db = sqlite_utils.Database(str(tmp_path / "runs.db"))
         assert db["self_edits"].count == 1 and db["adapters"].count == 1
     resume_and_compare(tmp_path, reference)
+    assert sqlite_utils.Database(str(tmp_path / "runs.db"))["runs"].get(run_id)["duration_ms"] > killed_ms
 
 
 @pytest.mark.slow
@@ -210,3 +218,26 @@ def test_killed_eval_run_resumes_to_the_same_rows(tmp_path_factory, hf_model):
     resume_and_compare(ws, (snapshot(ref), files(ref)))
     sources = {r[0] for r in sqlite_utils.Database(str(ws / "runs.db")).execute("select source from self_edits")}
     assert sources == {"passage", "model", "teacher"}
+
+
+RESTEM_ARGS = ["loop", "--rounds", "1", "--holdout-fraction", "0.25", "--passages", "2", "--holdout-passages", "1",
+               "--k", "2", "--edit-type", "rewrite", "--directives", "off", "--epochs", "4", "--seed", "3"]
+
+
+@pytest.mark.slow
+def test_killed_restem_run_resumes_with_the_policy_attached(tmp_path_factory, hf_model):
+    """A ReST-EM run killed after its policy adapter was trained and converted, before the policy row was
+    recorded: resume removes the unrecorded policy files, trains the policy again, and round 1 (whose
+    self-edits are written by base + policy) gives the same rows and files as an uninterrupted run."""
+    ref = tmp_path_factory.mktemp("restem-ref")
+    proc = sealq(ref, *RESTEM_ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = snapshot(ref)
+    assert [p[1] for p in reference["policies"]] == ["trained"] and reference["policy_pairs"]
+    ws = tmp_path_factory.mktemp("restem-killed")
+    proc = sealq(ws, *RESTEM_ARGS, env={"SEALQ_KILL_AT": "policy:1"})
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    assert db["policies"].count == 0 and {r[0] for r in db.execute("select round from passages")} == {0}
+    assert any(f.endswith(".gguf") for f in files(ws))  # the converted, unrecorded policy is on disk
+    resume_and_compare(ws, (reference, files(ref)))

@@ -33,6 +33,7 @@ from sealq.engine.dataset import Passage
 from sealq.engine.stats import cluster_bootstrap, paired_difference
 from sealq.engine.summary import METRICS, scores_by_passage, summarize
 from sealq.engine.train import PromptCompletion, train_lora
+from sealq.faults import kill_point
 from sealq.models.registry import file_sha256
 
 __all__ = ["run_rounds", "policy_pairs", "restem_table"]
@@ -120,6 +121,7 @@ def _policy(ctx, r: int, train: list[Passage]) -> None:
             gguf_path = folder / f"round{r}.gguf"
             with ctx.clock("convert_policy"):
                 convert_peft_to_gguf(peft_dir, gguf_path, ctx.model.path)
+            kill_point("policy")
             with db.atomic():
                 pid = db["policies"].insert({
                     "run_id": ctx.run_id, "round": r, "status": "trained", "n_pairs": len(pairs),
