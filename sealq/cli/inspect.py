@@ -78,20 +78,22 @@ def runs(workspace, as_json):
 def run_detail(db, run_id: str) -> dict:
     """Per passage: baseline and ceiling accuracy, each self-edit (type, directive, reward), the best pick."""
     out = {"run_id": run_id, "passages": []}
-    for p in db.query("select * from passages where run_id = ? order by idx", [run_id]):
+    for p in db.query("select * from passages where run_id = ? order by round, split = 'train', idx", [run_id]):
         acc = {c: db.execute(
             """select avg(a.contains) from answers a join questions q on q.id = a.question_id
                where q.passage_id = ? and a.condition = ?""", [p["id"], c]).fetchone()[0]
             for c in ("no_context", "with_context")}
         edits = []
-        for s in db.query("select * from self_edits where passage_id = ? order by sample_idx", [p["id"]]):
+        for s in db.query("select * from self_edits where passage_id = ? order by seed_idx, sample_idx", [p["id"]]):
             edits.append({
-                "id": s["id"], "sample": s["sample_idx"], "edit_type": s["edit_type"], "status": s["status"],
+                "id": s["id"], "sample": s["sample_idx"], "source": s["source"], "seed": s["seed_idx"],
+                "edit_type": s["edit_type"], "status": s["status"],
                 "n_items": s["n_items"], "directive": json.loads(s["directive_json"]),
                 "directive_raw": s["directive_raw"], "fallbacks": json.loads(s["directive_fallback_json"]),
                 "accuracy": s["accuracy"], "reward": s["reward"], "best": bool(s["is_best"]), "text": s["text"],
             })
-        out["passages"].append({"idx": p["idx"], "title": p["title"], "questions": p["n_questions"],
+        out["passages"].append({"idx": p["idx"], "round": p["round"], "split": p["split"], "title": p["title"],
+                                "questions": p["n_questions"],
                                 "baseline": acc["no_context"], "ceiling": acc["with_context"], "self_edits": edits})
     return out
 
@@ -110,16 +112,20 @@ def show(run, workspace, as_json):
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     for p in detail["passages"]:
-        t = Table(title=f"[{p['idx']}] {p['title']}: baseline {p['baseline']:.2f}, ceiling {p['ceiling']:.2f} "
+        where = "" if p["split"] == "all" else f"round {p['round']} {p['split']} "
+        t = Table(title=f"{where}[{p['idx']}] {p['title']}: baseline {p['baseline']:.2f}, ceiling {p['ceiling']:.2f} "
                         f"({p['questions']} questions)", title_justify="left")
         for col in ("K", "type", "items", "directive", "fallback", "accuracy", "reward", "best"):
             t.add_column(col)
         for e in p["self_edits"]:
             d = e["directive"]
-            t.add_row(str(e["sample"]), e["edit_type"], str(e["n_items"]),
-                      f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']}", ", ".join(e["fallbacks"]) or "-",
+            sample = str(e["sample"]) if e["source"] == "model" else e["source"]
+            # "all": fixed settings (--directives off, or a passage-only/teacher row), not a parse failure
+            fallbacks = "fixed" if "all" in e["fallbacks"] else ", ".join(e["fallbacks"]) or "-"
+            t.add_row(sample, e["edit_type"], str(e["n_items"]),
+                      f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']}", fallbacks,
                       f"{e['accuracy']:.2f}", f"{e['reward']:+.2f}" + (" (skipped)" if e["status"] != "ok" else ""),
                       "*" if e["best"] else "")
         console.print(t)
