@@ -64,6 +64,20 @@ def test_rounds_lineage_and_table(restem_run):
         for key in ("no_context", "with_context", "mean_self_edit", "best_of_k", "mean_gain", "best_gain"):
             assert h[key]["contains"]["low"] <= h[key]["contains"]["estimate"] <= h[key]["contains"]["high"]
     assert "train" in rounds[0] and "train" in rounds[1] and "train" not in rounds[2]
+    # round r against round 0, paired on the same held-out questions
+    assert "vs_round0" not in rounds[0]["holdout"]
+    for r in rounds:
+        e = r["holdout"]["self_edits"]
+        assert e["n"] == 2 and 0 <= e["skipped"] <= 2 and e["mean_words"] > 0 and 0 <= e["copied_5grams"] <= 1
+    h0 = rounds[0]["holdout"]
+    for r in rounds[1:]:
+        v, h = r["holdout"]["vs_round0"], r["holdout"]
+        for key, mine, theirs in (("mean_self_edit", h["mean_self_edit"], h0["mean_self_edit"]),
+                                  ("mean_gain", h["mean_gain"], h0["mean_gain"]),
+                                  ("no_context", h["no_context"], h0["no_context"])):
+            for m in ("contains", "em", "f1"):
+                assert v[key][m]["estimate"] == pytest.approx(mine[m]["estimate"] - theirs[m]["estimate"])
+                assert v[key][m]["low"] <= v[key][m]["estimate"] <= v[key][m]["high"]
     # knowledge adapters are not kept in a ReST-EM run; the policy adapters are
     assert not list((ws / "runs" / run["id"] / "adapters").glob("*.gguf"))
 
@@ -107,3 +121,15 @@ def test_report_of_a_restem_run_has_the_rounds_table(restem_run):
     rep = build_report(db, summary["run_id"])
     assert "<h2>ReST-EM rounds</h2>" in rep.html and "## ReST-EM rounds" in rep.markdown
     assert rep.markdown.count("\n| 2 |") == 1  # one row per round, the last is round 2
+
+
+def test_show_of_a_restem_run_names_round_and_side(restem_run):
+    ws, summary = restem_run
+    res = CliRunner().invoke(cli, ["show", summary["run_id"], "--workspace", str(ws), "--json"])
+    detail = json.loads(res.stdout)
+    sides = [(p["round"], p["split"]) for p in detail["passages"]]
+    assert sides == sorted(sides, key=lambda x: (x[0], x[1] == "train"))  # rounds in order, held-out first
+    assert set(sides) == {(0, "holdout"), (0, "train"), (1, "holdout"), (1, "train"), (2, "holdout")}
+    text = CliRunner().invoke(cli, ["show", summary["run_id"], "--workspace", str(ws)]).stdout
+    assert "round 2 holdout [0]" in text and "round 0 train [1]" in text
+    assert "fixed" in text  # --directives off: fixed settings, not parse fallbacks

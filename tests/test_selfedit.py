@@ -48,3 +48,16 @@ def test_q_dot_a_dot_pairs_and_list_letters():
     assert split_items("Q. What colour is it?\nA. Purple, always.", "self-qa", 5) == ["Q: What colour is it?\nA: Purple, always."]
     assert split_items("a) The fruit is purple.\nb) It grows high up.", "implications", 5) == [
         "The fruit is purple.", "It grows high up."]
+
+
+def test_copied_ngram_share_hand_worked():
+    from sealq.engine.selfedit import copied_ngram_share
+
+    passage = "Alpha beta gamma delta epsilon were the first five."
+    # 6 words -> two 5-grams; the first is in the passage, the second ("... epsilon zeta") is not
+    assert copied_ngram_share("alpha beta gamma delta epsilon zeta", passage) == 0.5
+    # normalization: case, punctuation and articles do not count
+    assert copied_ngram_share("The ALPHA, beta gamma delta epsilon!", passage) == 1.0
+    assert copied_ngram_share("zeta eta theta iota kappa", passage) == 0.0
+    assert copied_ngram_share("alpha beta gamma", passage) == 0.0  # fewer words than n
+    assert copied_ngram_share("alpha beta gamma", passage, n=2) == 1.0

@@ -174,6 +174,18 @@ def print_rounds(summary: dict, console, db_path: str) -> None:
                   cell(h["mean_gain"]["contains"], True), cell(h["best_gain"]["contains"], True),
                   "-" if tr is None else f"{tr['mean_reward']:+.3f}", "-" if tr is None else str(tr["kept_pairs"]))
     console.print(t)
+    for r in summary["rounds"]:
+        e = (r.get("holdout") or {}).get("self_edits")
+        if e:
+            console.print(f"round {r['round']} held-out self-edits: {e['n']} ({e['skipped']} skipped), "
+                          f"{e['mean_words']:.0f} words and {e['mean_items']:.1f} items on average, "
+                          f"{e['copied_5grams']:.0%} of their 5-word spans copied from the passage")
+    for r in summary["rounds"]:
+        v = (r.get("holdout") or {}).get("vs_round0")
+        if v:
+            console.print(f"round {r['round']} minus round 0, paired on the same held-out questions: mean self-edit "
+                          f"{cell(v['mean_self_edit']['contains'], True)}, mean gain {cell(v['mean_gain']['contains'], True)}, "
+                          f"no passage {cell(v['no_context']['contains'], True)}")
     console.print(f"recorded in {db_path}")
 
 

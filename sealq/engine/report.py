@@ -194,7 +194,8 @@ def build_report(db, run_id: str) -> Report:
         "candidates could be counted correct; EM and F1 are reported beside it.",
     ]
 
-    round_head = ["round", "policy (pairs)", "no passage", "mean self-edit", "best-of-K", "mean gain", "best-of-K gain"]
+    round_head = ["round", "policy (pairs)", "no passage", "mean self-edit", "best-of-K", "mean gain", "best-of-K gain",
+                  "mean self-edit minus round 0 (paired)"]
     round_rows = []
     if rounds:
         from sealq.engine.restem import restem_table
@@ -207,7 +208,8 @@ def build_report(db, run_id: str) -> Report:
                 round_rows.append((r["round"], "base" if pol is None else f"{pol['status']} ({pol['n_pairs']})",
                                    ci(h["no_context"]["contains"]), ci(h["mean_self_edit"]["contains"]),
                                    ci(h["best_of_k"]["contains"]), ci(h["mean_gain"]["contains"], True),
-                                   ci(h["best_gain"]["contains"], True)))
+                                   ci(h["best_gain"]["contains"], True),
+                                   ci(h["vs_round0"]["mean_self_edit"]["contains"], True) if "vs_round0" in h else "-"))
 
     # ---- HTML
     def table(head, rows):

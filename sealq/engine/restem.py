@@ -30,6 +30,8 @@ import shutil
 
 from sealq.engine.config import Directive, DirectiveBounds, TrainConfig
 from sealq.engine.dataset import Passage
+from sealq.engine.metrics import normalize
+from sealq.engine.selfedit import copied_ngram_share
 from sealq.engine.stats import cluster_bootstrap, paired_difference
 from sealq.engine.summary import METRICS, scores_by_passage, summarize
 from sealq.engine.train import PromptCompletion, train_lora
@@ -165,15 +167,21 @@ def restem_table(db, run_id: str, n_boot: int = 2000) -> list[dict]:
         ``with_context``, ``mean_self_edit``, ``best_of_k`` accuracy and ``mean_gain`` / ``best_gain``
         paired differences against ``no_context``, each ``{metric: {"estimate", "low", "high"}}``),
         ``"train"`` (passages, mean reward, kept pairs; absent in the last round) and ``"policy"``
-        (the policy the round's model carries: id, status, pairs, final loss; None in round 0).
+        (the policy the round's model carries: id, status, pairs, final loss; None in round 0). From
+        round 1 on, when its held-out evaluation is complete, ``"holdout"`` also has ``"vs_round0"``:
+        ``mean_self_edit``, ``mean_gain`` and ``no_context`` minus round 0's, paired on the same
+        held-out questions (the direct test of whether the outer loop made the first try better), and
+        ``"self_edits"``: what the round's model wrote for the held-out passages (``n``, ``skipped``,
+        ``mean_words``, ``mean_items``, ``copied_5grams``: :func:`sealq.engine.selfedit.copied_ngram_share`).
     """
     rounds = [r for (r,) in db.execute("select distinct round from passages where run_id = ? order by round", [run_id])]
     out = []
+    s0 = None
     for r in rounds:
         s = scores_by_passage(db, run_id, round=r, split="holdout")
         entry: dict = {"round": r}
         if s.get("no_context"):
-            def col(c, i):
+            def col(c, i, s=s):
                 return [[g[i] for g in p] for p in s[c]]
 
             h = {"passages": len(s["no_context"]), "questions": sum(len(p) for p in s["no_context"])}
@@ -181,6 +189,31 @@ def restem_table(db, run_id: str, n_boot: int = 2000) -> list[dict]:
                 h[c] = {m: cluster_bootstrap(col(c, i), n_boot).as_dict() for i, m in enumerate(METRICS)}
             for name, c in (("mean_gain", "mean_self_edit"), ("best_gain", "best_of_k")):
                 h[name] = {m: paired_difference(col(c, i), col("no_context", i), n_boot).as_dict() for i, m in enumerate(METRICS)}
+            if r == 0:
+                s0 = s
+            elif s0 is not None and [len(p) for p in s["no_context"]] == [len(p) for p in s0["no_context"]]:
+                def gain(sc, i):
+                    return [[a[i] - b[i] for a, b in zip(pe, pb)] for pe, pb in zip(sc["mean_self_edit"], sc["no_context"])]
+
+                def base(c, i):
+                    return [[g[i] for g in p] for p in s0[c]]
+
+                h["vs_round0"] = {
+                    "mean_self_edit": {m: paired_difference(col("mean_self_edit", i), base("mean_self_edit", i), n_boot).as_dict()
+                                       for i, m in enumerate(METRICS)},
+                    "mean_gain": {m: paired_difference(gain(s, i), gain(s0, i), n_boot).as_dict() for i, m in enumerate(METRICS)},
+                    "no_context": {m: paired_difference(col("no_context", i), base("no_context", i), n_boot).as_dict()
+                                   for i, m in enumerate(METRICS)},
+                }
+            edits = list(db.query(
+                """select s.text, s.n_items, s.status, p.context from self_edits s join passages p on p.id = s.passage_id
+                   where p.run_id = ? and p.round = ? and p.split = 'holdout' and s.source = 'model'""", [run_id, r]))
+            h["self_edits"] = {
+                "n": len(edits), "skipped": sum(e["status"] != "ok" for e in edits),
+                "mean_words": sum(len(normalize(e["text"]).split()) for e in edits) / max(len(edits), 1),
+                "mean_items": sum(e["n_items"] or 0 for e in edits) / max(len(edits), 1),
+                "copied_5grams": sum(copied_ngram_share(e["text"], e["context"]) for e in edits) / max(len(edits), 1),
+            }
             entry["holdout"] = h
         t = db.execute(
             """select count(distinct p.id), avg(s.reward) from passages p join self_edits s on s.passage_id = p.id
