@@ -1,0 +1,78 @@
+"""Control for a ReST-EM run: are round R's self-edits better, or only the model they are trained on?
+
+Takes the held-out self-edits that round R's model (base + policies) wrote and trains and scores each of
+them on the *base* model, through sealq's teacher condition (seed s uses the s-th self-edit of a passage),
+with the run's own knowledge-LoRA settings; then compares, paired on the same held-out questions, with
+round 0's self-edits (written by and trained on the base model). Used for docs/restem.md.
+
+    .venv/bin/python scripts/restem_control.py WORKSPACE RUN ROUND OUT_WORKSPACE
+
+Prints contains / EM / F1 with 95% passage-bootstrap intervals (a finished control run in OUT_WORKSPACE
+is reused). Takes about as long as one round's
+held-out evaluation (14 min for 20 passages, K=2, 3 epochs on 2 cores).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import sqlite_utils
+
+from sealq.engine.config import LoopConfig
+from sealq.engine.loop import run_loop
+from sealq.engine.stats import cluster_bootstrap, format_interval, paired_difference
+from sealq.engine.summary import METRICS, scores_by_passage
+from sealq.store import find_run
+
+
+def main(ws: str, run: str, round_: int, out: str) -> None:
+    src = sqlite_utils.Database(str(Path(ws) / "runs.db"))
+    run_id = find_run(src, run)
+    rows = list(src.query(
+        """select p.title, p.context, s.text from self_edits s join passages p on p.id = s.passage_id
+           where p.run_id = ? and p.round = ? and p.split = 'holdout' and s.source = 'model'
+           order by p.idx, s.seed_idx, s.sample_idx""", [run_id, round_]))
+    by_passage: dict = {}
+    for r in rows:
+        by_passage.setdefault((r["title"], r["context"]), []).append(r["text"])
+    k = len(next(iter(by_passage.values())))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    teacher = Path(out) / f"round{round_}_selfedits.json"
+    teacher.write_text(json.dumps([{"title": t, "context": c, "completions": v} for (t, c), v in by_passage.items()]))
+    cfg = json.loads(src["runs"].get(run_id)["config_json"])
+    cfg.update({"rounds": 0, "holdout_fraction": None, "holdout_passages": None, "holdout": None,
+                "teacher": str(teacher), "seeds": k, "passages": len(by_passage), "passage_only": False})
+    config = LoopConfig.from_dict(cfg)
+    config.selfedit.k = 0  # the teacher condition only: the given texts, no new samples (not reachable from the CLI)
+    done = Path(out) / "runs.db"
+    if done.exists() and sqlite_utils.Database(str(done)).execute("select count(*) from runs where status = 'done'").fetchone()[0]:
+        print(f"{out} already has a finished control run: reusing it")
+    else:
+        run_loop(config, workspace=out, command="eval")
+
+    ctl = sqlite_utils.Database(str(Path(out) / "runs.db"))
+    ctl_id = next(ctl.query("select id from runs order by id desc limit 1"))["id"]
+    keys = [(r["title"], r["context"]) for r in ctl.query("select * from passages where run_id = ? order by idx", [ctl_id])]
+    src_keys = [(r["title"], r["context"]) for r in src.query(
+        "select * from passages where run_id = ? and round = 0 and split = 'holdout' order by idx", [run_id])]
+    order = [keys.index(key) for key in src_keys]  # control passages in the run's held-out order
+    c = scores_by_passage(ctl, ctl_id)
+    s0 = scores_by_passage(src, run_id, round=0, split="holdout")
+    sr = scores_by_passage(src, run_id, round=round_, split="holdout")
+
+    def col(s, cond, i, reorder=False):
+        ps = [s[cond][j] for j in order] if reorder else s[cond]
+        return [[g[i] for g in p] for p in ps]
+
+    for i, m in enumerate(METRICS):
+        mine, base = col(c, "teacher", i, True), col(c, "no_context", i, True)
+        print(f"{m}: round-{round_} self-edits on the base model {format_interval(cluster_bootstrap(mine).as_dict())}, "
+              f"gain {format_interval(paired_difference(mine, base).as_dict(), True)}; minus round-0 self-edits "
+              f"{format_interval(paired_difference(mine, col(s0, 'mean_self_edit', i)).as_dict(), True)}; "
+              f"on the round-{round_} model minus on the base "
+              f"{format_interval(paired_difference(col(sr, 'mean_self_edit', i), mine).as_dict(), True)}; "
+              f"base no-passage minus round 0's {format_interval(paired_difference(base, col(s0, 'no_context', i)).as_dict(), True)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
