@@ -9,6 +9,7 @@ import click
 
 from sealq.cli import cli
 from sealq.engine.config import EDIT_TYPES, Directive, EvalConfig, LoopConfig, PolicyConfig, SelfEditConfig, TrainConfig
+from sealq.errors import SealqError
 from sealq.models.registry import DEFAULT_MODEL
 
 
@@ -92,7 +93,7 @@ def print_summary(summary: dict, console, db_path: str) -> None:
 @click.option("--rounds", type=int, default=0, show_default=True,
               help="ReST-EM rounds: fine-tune the generator on its own best self-edits, evaluate on held-out passages.")
 @click.option("--holdout", type=click.Path(dir_okay=False), help="With --rounds: held-out passages from this file.")
-@click.option("--holdout-fraction", type=float, help="With --rounds: hold out this share of --data's titles instead.")
+@click.option("--holdout-fraction", type=float, help="With --rounds: hold out whole titles of --data (seeded) until about this share of its passages is held out.")
 @click.option("--holdout-passages", type=int, help="With --rounds: use only the first N held-out passages.")
 @click.option("--policy-epochs", type=int, default=PolicyConfig.epochs, show_default=True, help="Generator update: epochs.")
 @click.option("--policy-lr", type=float, default=PolicyConfig.lr, show_default=True, help="Generator update: learning rate.")
@@ -111,12 +112,19 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
     from sealq.engine.loop import resume_loop, run_loop
     from sealq.store import resolve_workspace
 
-    if resume:
+    if resume is not None:  # `--resume ""` (an unset shell variable) is an error, not a new run
         ws = resolve_workspace(workspace)
         summary = _with_progress(lambda events: resume_loop(resume, ws, events))
         _print(summary, as_json, ws)
         return
 
+    if not rounds:
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in ("holdout", "holdout_fraction", "holdout_passages",
+                                                            "policy_epochs", "policy_lr", "policy_rank")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise SealqError(f"{', '.join(given)}: only used by the ReST-EM outer loop; add --rounds R")
     train = TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank))
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,

@@ -170,7 +170,8 @@ class LoopConfig:
             passages, keeps the best one per passage if its reward is positive, and fine-tunes a policy
             adapter on them; the held-out passages are evaluated before the first and after every round.
         holdout: a data file of held-out passages (titles also in the training data are dropped).
-        holdout_fraction: else, the share of titles held out of ``data`` (split by title, seeded).
+        holdout_fraction: else, hold out whole titles of ``data`` (seeded order) until about this share
+            of its passages is held out.
         holdout_passages: use only the first N held-out passages.
         policy: the generator update's settings.
     """
@@ -195,7 +196,7 @@ class LoopConfig:
     def __post_init__(self):
         _check(self.passages is None or self.passages >= 1, f"--passages must be at least 1, got {self.passages}")
         _check(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
-        _check(self.rounds >= 0, f"--rounds must be at least 0, got {self.rounds}")
+        _check(0 <= self.rounds <= 100, f"--rounds must be in 0-100, got {self.rounds}")
         _check(self.holdout_fraction is None or 0 < self.holdout_fraction < 1,
                f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
         _check(self.holdout_passages is None or self.holdout_passages >= 1,

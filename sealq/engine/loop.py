@@ -137,7 +137,8 @@ def select_passages(config: LoopConfig) -> Selection:
     With a teacher file only passages that have a completion are kept, then the first
     ``config.passages`` are taken. With ReST-EM rounds the held-out passages come from
     ``config.holdout`` (passages whose title is also in the training data are dropped) or from a seeded
-    split of ``config.data`` by title (``holdout_fraction`` of the titles, so no topic is on both sides);
+    split of ``config.data`` by title (whole titles, in a seeded order, until about ``holdout_fraction``
+    of the passages are held out, so no topic is on both sides);
     each side is ordered round-robin over its titles (every title's first passage, then every title's
     second, ...) and its first ``passages`` / ``holdout_passages`` are used, so a small run still spans
     many topics.
@@ -171,7 +172,8 @@ def select_passages(config: LoopConfig) -> Selection:
                 n += sum(p.title == t for p in passages)
             holdout = [p for p in passages if p.title in held]
             passages = [p for p in passages if p.title not in held]
-            where = f"{config.data or 'the bundled data'}: too few titles to hold some out"
+            where = (f"{config.data or 'the bundled data'}: --holdout-fraction {config.holdout_fraction:g} holds out "
+                     f"every title ({len(titles)}); nothing is left to train on: lower it, or give --holdout FILE")
         if not holdout or not passages:
             raise SealqError(where)
         passages, holdout = _interleave(passages), _interleave(holdout)
