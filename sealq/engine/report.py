@@ -161,7 +161,7 @@ def build_report(db, run_id: str) -> Report:
     n_q = sum(len(p) for p in scores["no_context"])
     by_type = list(db.query(
         """select edit_type, count(*) n, avg(reward) mean_reward, sum(is_best) best, sum(status = 'skipped') skipped,
-                  sum(directive_fallback_json != '{}') fallbacks
+                  sum(directive_fallback_json != '{}' and json_extract(directive_fallback_json, '$.all') is null) fallbacks
            from self_edits where run_id = ? group by edit_type order by mean_reward desc""", [run_id]))
     examples = [("Best self-edit", _example(db, run_id, "desc")), ("Worst self-edit", _example(db, run_id, "asc"))]
     widths = [intervals[c]["contains"].high - intervals[c]["contains"].low for c in intervals]
