@@ -133,3 +133,24 @@ def test_show_of_a_restem_run_names_round_and_side(restem_run):
     text = CliRunner().invoke(cli, ["show", summary["run_id"], "--workspace", str(ws)]).stdout
     assert "round 2 holdout [0]" in text and "round 0 train [1]" in text
     assert "fixed" in text  # --directives off: fixed settings, not parse fallbacks
+
+
+def test_round_comparison_needs_a_complete_round(restem_run, tmp_path):
+    """A round whose held-out evaluation is missing a self-edit (an interrupted run) gets no paired
+    comparison with round 0: it would compare different samples."""
+    import sqlite3
+
+    from sealq.engine.restem import restem_table
+
+    ws, summary = restem_run
+    copy = sqlite3.connect(tmp_path / "runs.db")
+    sqlite3.connect(ws / "runs.db").backup(copy)
+    copy.execute("pragma foreign_keys = off")
+    (sid,) = copy.execute("""select s.id from self_edits s join passages p on p.id = s.passage_id
+                             where p.round = 2 and p.split = 'holdout' and s.source = 'model' limit 1""").fetchone()
+    copy.execute("delete from answers where self_edit_id = ?", [sid])
+    copy.execute("delete from self_edits where id = ?", [sid])
+    copy.commit()
+    table = restem_table(sqlite_utils.Database(copy), summary["run_id"], n_boot=50)
+    assert "vs_round0" in table[1]["holdout"] and "vs_round0" not in table[2]["holdout"]
+    assert table[2]["holdout"]["self_edits"]["n"] == 1

@@ -30,7 +30,6 @@ import shutil
 
 from sealq.engine.config import Directive, DirectiveBounds, TrainConfig
 from sealq.engine.dataset import Passage
-from sealq.engine.metrics import normalize
 from sealq.engine.selfedit import copied_ngram_share
 from sealq.engine.stats import cluster_bootstrap, paired_difference
 from sealq.engine.summary import METRICS, scores_by_passage, summarize
@@ -176,7 +175,7 @@ def restem_table(db, run_id: str, n_boot: int = 2000) -> list[dict]:
     """
     rounds = [r for (r,) in db.execute("select distinct round from passages where run_id = ? order by round", [run_id])]
     out = []
-    s0 = None
+    s0, n0 = None, 0
     for r in rounds:
         s = scores_by_passage(db, run_id, round=r, split="holdout")
         entry: dict = {"round": r}
@@ -189,9 +188,13 @@ def restem_table(db, run_id: str, n_boot: int = 2000) -> list[dict]:
                 h[c] = {m: cluster_bootstrap(col(c, i), n_boot).as_dict() for i, m in enumerate(METRICS)}
             for name, c in (("mean_gain", "mean_self_edit"), ("best_gain", "best_of_k")):
                 h[name] = {m: paired_difference(col(c, i), col("no_context", i), n_boot).as_dict() for i, m in enumerate(METRICS)}
+            edits = list(db.query(
+                """select s.text, s.n_items, s.status, p.context from self_edits s join passages p on p.id = s.passage_id
+                   where p.run_id = ? and p.round = ? and p.split = 'holdout' and s.source = 'model'""", [run_id, r]))
             if r == 0:
-                s0 = s
-            elif s0 is not None and [len(p) for p in s["no_context"]] == [len(p) for p in s0["no_context"]]:
+                s0, n0 = s, len(edits)
+            elif (s0 is not None and len(edits) == n0  # complete: every passage, every sample, as in round 0
+                  and [len(p) for p in s["no_context"]] == [len(p) for p in s0["no_context"]]):
                 def gain(sc, i):
                     return [[a[i] - b[i] for a, b in zip(pe, pb)] for pe, pb in zip(sc["mean_self_edit"], sc["no_context"])]
 
@@ -205,12 +208,9 @@ def restem_table(db, run_id: str, n_boot: int = 2000) -> list[dict]:
                     "no_context": {m: paired_difference(col("no_context", i), base("no_context", i), n_boot).as_dict()
                                    for i, m in enumerate(METRICS)},
                 }
-            edits = list(db.query(
-                """select s.text, s.n_items, s.status, p.context from self_edits s join passages p on p.id = s.passage_id
-                   where p.run_id = ? and p.round = ? and p.split = 'holdout' and s.source = 'model'""", [run_id, r]))
             h["self_edits"] = {
                 "n": len(edits), "skipped": sum(e["status"] != "ok" for e in edits),
-                "mean_words": sum(len(normalize(e["text"]).split()) for e in edits) / max(len(edits), 1),
+                "mean_words": sum(len(e["text"].split()) for e in edits) / max(len(edits), 1),
                 "mean_items": sum(e["n_items"] or 0 for e in edits) / max(len(edits), 1),
                 "copied_5grams": sum(copied_ngram_share(e["text"], e["context"]) for e in edits) / max(len(edits), 1),
             }
