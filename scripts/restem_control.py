@@ -2,14 +2,15 @@
 
 Takes the held-out self-edits that round R's model (base + policies) wrote and trains and scores each of
 them on the *base* model, through sealq's teacher condition (seed s uses the s-th self-edit of a passage),
-with the run's own knowledge-LoRA settings; then compares, paired on the same held-out questions, with
-round 0's self-edits (written by and trained on the base model). Used for docs/restem.md.
+with the run's own knowledge-LoRA settings, beside a LoRA on the passage alone (same seeds); then
+compares, paired on the same held-out questions, with round 0's self-edits (written by and trained on the
+base model). Used for docs/restem.md.
 
     .venv/bin/python scripts/restem_control.py WORKSPACE RUN ROUND OUT_WORKSPACE
 
 Prints contains / EM / F1 with 95% passage-bootstrap intervals (a finished control run in OUT_WORKSPACE
-is reused). Takes about as long as one round's
-held-out evaluation (14 min for 20 passages, K=2, 3 epochs on 2 cores).
+is reused). Takes about as long as one round's held-out evaluation and a bit more (20 passages, K=2,
+3 epochs: about 20 min on 2 cores).
 """
 
 import json
@@ -41,7 +42,7 @@ def main(ws: str, run: str, round_: int, out: str) -> None:
     teacher.write_text(json.dumps([{"title": t, "context": c, "completions": v} for (t, c), v in by_passage.items()]))
     cfg = json.loads(src["runs"].get(run_id)["config_json"])
     cfg.update({"rounds": 0, "holdout_fraction": None, "holdout_passages": None, "holdout": None,
-                "teacher": str(teacher), "seeds": k, "passages": len(by_passage), "passage_only": False})
+                "teacher": str(teacher), "seeds": k, "passages": len(by_passage), "passage_only": True})
     config = LoopConfig.from_dict(cfg)
     config.selfedit.k = 0  # the teacher condition only: the given texts, no new samples (not reachable from the CLI)
     done = Path(out) / "runs.db"
@@ -72,6 +73,10 @@ def main(ws: str, run: str, round_: int, out: str) -> None:
               f"on the round-{round_} model minus on the base "
               f"{format_interval(paired_difference(col(sr, 'mean_self_edit', i), mine).as_dict(), True)}; "
               f"base no-passage minus round 0's {format_interval(paired_difference(base, col(s0, 'no_context', i)).as_dict(), True)}")
+        passage = col(c, "passage_only", i, True)
+        print(f"    LoRA on the passage alone {format_interval(cluster_bootstrap(passage).as_dict())}; round-{round_} "
+              f"self-edits minus it {format_interval(paired_difference(mine, passage).as_dict(), True)}; round-0 "
+              f"self-edits minus it {format_interval(paired_difference(col(s0, 'mean_self_edit', i), passage).as_dict(), True)}")
 
 
 if __name__ == "__main__":
