@@ -19,7 +19,9 @@ from sealq.convert import convert_peft_to_gguf
 from sealq.convert.dequantize import dequantize_gguf
 from sealq.errors import SealqError
 
-from conftest import ALL, random_peft_adapter, release
+from conftest import ALL, SHARED, random_peft_adapter, release
+
+SHARED_CASES = SHARED.parent.parent / "cases"
 
 PROMPTS = [
     "The Varnholt Lighthouse stands on the northern cliff of Skerra Island, a small island in the Grellan Sea.",
@@ -80,7 +82,11 @@ def _parity(f32_runner, base_logits, hf_adapted, gguf_path):
     d_hf, d_ll = (hf_adapted - hf_base).ravel(), (ll_adapted - ll_base).ravel()
     corr = float(np.corrcoef(d_hf, d_ll)[0, 1])
     agree = float((hf_adapted.argmax(-1) == ll_adapted.argmax(-1)).mean())
+    _PARITY_SIZE[:] = [float(np.linalg.norm(d_ll) / np.linalg.norm(d_hf))]  # 1.0: the change is as strong
     return corr, agree
+
+
+_PARITY_SIZE: list = []  # size of llama.cpp's logit change relative to PEFT's, of the last _parity call
 
 
 def _convert(tmp_path, f32_runner, **kwargs):
@@ -94,13 +100,76 @@ def _convert(tmp_path, f32_runner, **kwargs):
         ("rsLoRA", ALL, dict(r=16, lora_alpha=8, use_rslora=True)),
         ("rank and alpha patterns", ALL, dict(r=8, lora_alpha=16, rank_pattern={"q_proj": 4, "down_proj": 16},
                                                alpha_pattern={"k_proj": 64, "up_proj": 3})),
+        # field cases: configs PEFT accepts with unusual values
+        ("pattern keys as regexes", ALL, dict(r=8, lora_alpha=16, rank_pattern={r"layers\.[0-9]\.self_attn\.q_proj": 4},
+                                              alpha_pattern={r"layers\.(1|2)\d\..*_proj": 2})),
+        ("target_modules as a regex string", r".*\.(q_proj|up_proj)", dict(r=8, lora_alpha=16)),
+        ("layers_to_transform", ["q_proj", "v_proj"], dict(r=8, lora_alpha=16, layers_to_transform=[0, 5, 29])),
+        ("fan_in_fan_out on nn.Linear (PEFT turns it off)", ["q_proj", "o_proj"], dict(r=8, lora_alpha=16,
+                                                                                       fan_in_fan_out=True)),
+        ("negative alpha", ["q_proj", "down_proj"], dict(r=8, lora_alpha=-16)),
     ],
 )
 def test_parity_with_peft(name, targets, kwargs, hf_model, f32_runner, base_logits, tmp_path):
     hf_adapted = _random_adapter(hf_model, tmp_path / "peft", targets, seed=1, **kwargs)
     corr, agree = _parity(f32_runner, base_logits, hf_adapted, _convert(tmp_path, f32_runner))
-    print(f"{name}: correlation {corr:.5f}, argmax agreement {agree:.4f}")
+    print(f"{name}: correlation {corr:.5f}, argmax agreement {agree:.4f}, size {_PARITY_SIZE[0]:.4f}")
     assert corr >= 0.999 and agree >= 0.995, (name, corr, agree)
+    assert abs(_PARITY_SIZE[0] - 1) < 0.05, (name, _PARITY_SIZE)
+
+
+def test_parity_of_an_adapter_config_without_lora_alpha(hf_model, f32_runner, base_logits, tmp_path):
+    """No ``lora_alpha`` in adapter_config.json: PEFT uses its default (8), so r 16 means scale 0.5 - the
+    converted adapter must be that strong, not alpha = r (twice too strong)."""
+    import shutil
+
+    from peft import PeftModel
+
+    case = SHARED_CASES / "adapter-no-alpha"
+    if not case.is_dir():
+        pytest.skip(f"{case} not found (../shared beside the clone)")
+    assert "lora_alpha" not in json.loads((case / "adapter_config.json").read_text())
+    shutil.copytree(case, tmp_path / "peft")
+    peft_model = PeftModel.from_pretrained(hf_model, str(case))
+    scale = peft_model.base_model.model.model.layers[0].self_attn.q_proj.scaling["default"]
+    hf_adapted = _hf_logits(peft_model)
+    release(peft_model, hf_model)
+    result = convert_peft_to_gguf(tmp_path / "peft", tmp_path / "a.gguf", f32_runner.model.path)
+    corr, agree = _parity(f32_runner, base_logits, hf_adapted, result.path)
+    print(f"no lora_alpha: PEFT scale {scale}, written alpha {result.alpha}, correlation {corr:.5f}, agreement {agree:.4f}")
+    assert scale == 0.5 and result.alpha == 8.0
+    assert corr >= 0.999 and agree >= 0.995
+    assert abs(_PARITY_SIZE[0] - 1) < 0.05, _PARITY_SIZE  # alpha = r would make it about 2
+
+
+def test_alpha_zero_adapter_is_a_no_op_in_llama_cpp_too(f32_runner, base_logits, tmp_path):
+    """``lora_alpha: 0``: PEFT's scale is 0; llama.cpp would read alpha 0 as "no alpha" (scale 1), so the
+    converter writes alpha = r and lora_b = 0. llama.cpp's logits with it equal the base's."""
+    import shutil
+
+    import gguf
+
+    case = SHARED_CASES / "adapter-alpha-zero"
+    if not case.is_dir():
+        pytest.skip(f"{case} not found (../shared beside the clone)")
+    shutil.copytree(case, tmp_path / "peft")
+    result = convert_peft_to_gguf(tmp_path / "peft", tmp_path / "a.gguf", f32_runner.model.path)
+    reader = gguf.GGUFReader(str(result.path))
+    assert reader.fields[gguf.Keys.Adapter.LORA_ALPHA].contents() == 16.0
+    lora_b = [t for t in reader.tensors if t.name.endswith("lora_b")]
+    assert lora_b and all(not np.any(t.data) for t in lora_b)
+    _hf_base, ll_base = base_logits
+    f32_runner.set_adapters([(result.path, 1.0)])
+    ll_adapted = _llama_logits(f32_runner)
+    f32_runner.set_adapters(None)
+    f32_runner.free_adapter(result.path)
+    assert np.abs(ll_adapted - ll_base).max() < 1e-4
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    r = CliRunner().invoke(cli, ["convert", str(case), str(tmp_path / "cli.gguf"), "--base", str(f32_runner.model.path)])
+    assert r.exit_code == 0 and "Warning: " in r.stderr and "lora_alpha is 0" in r.stderr, r.output
 
 
 def test_parity_check_has_teeth_without_the_qk_permutation(hf_model, f32_runner, base_logits, tmp_path, monkeypatch):
@@ -140,7 +209,12 @@ def test_refused_variants(hf_model, f32_runner, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     for patch, message in [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
                            ({"peft_type": "IA3"}, "not LORA"), ({"lora_bias": True}, "lora_bias"),
-                           ({"r": None}, "invalid r"), ({"rank_pattern": {"q_proj(": 4}}, "invalid r")]:
+                           ({"r": None}, "r"), ({"rank_pattern": {"q_proj(": 4}}, "invalid r"),
+                           ({"r": 0}, "PEFT rejects"), ({"layer_replication": [[0, 4], [2, 6]]}, "layer_replication"),
+                           ({"trainable_token_indices": [1, 2]}, "trainable_token_indices"),
+                           ({"target_modules": "q_proj", "layers_to_transform": [0]}, "PEFT rejects"),
+                           ({"alora_invocation_tokens": [5, 6]}, "activated LoRA"),
+                           ({"target_parameters": ["mlp.experts.down_proj"]}, "target_parameters")]:
         cfg_path.write_text(json.dumps({**cfg, **patch}))
         with pytest.raises(SealqError, match=message):
             _convert(tmp_path, f32_runner)

@@ -32,5 +32,9 @@ def convert(adapter_dir, out, base, outtype):
         raise SealqError(f"{adapter_dir}: no such adapter folder")
     model = resolve_model(base)
     result = convert_peft_to_gguf(adapter_dir, out, model.path, outtype=outtype)
+    if result.peft_alpha == 0:
+        click.echo(f"Warning: {adapter_dir}: lora_alpha is 0, so PEFT scales this adapter by 0 and it changes "
+                   f"nothing; written as alpha {result.alpha:g} with every lora_b = 0 (llama.cpp reads alpha 0 as "
+                   "no scaling)", err=True)
     click.echo(f"wrote {result.path}: {result.n_pairs} LoRA tensor pairs, alpha {result.alpha:g}, "
                f"{outtype}, {result.seconds:.2f} s")

@@ -13,7 +13,10 @@ Two details make or break parity with PEFT:
   permutation, lora_A does not.
 * llama.cpp scales every module by one global ``alpha / r``. PEFT's scale may differ per module
   (``rank_pattern``, ``alpha_pattern``) or be ``alpha / sqrt(r)`` (rsLoRA); the difference is folded
-  into lora_B.
+  into lora_B. Every field of ``adapter_config.json`` is read by PEFT itself (``PeftConfig``), so
+  missing fields take PEFT's defaults (``lora_alpha`` 8, not r) and pattern keys match as in PEFT.
+  llama.cpp reads alpha 0 as "no alpha" (scale 1); PEFT's ``lora_alpha: 0`` (scale 0) is written as
+  alpha = r with lora_b scaled by 0.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import numpy as np
 from sealq.errors import SealqError
 from sealq.models.gguf_meta import GGUFMeta
 
-__all__ = ["convert_peft_to_gguf", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo"]
+__all__ = ["convert_peft_to_gguf", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo", "read_lora_config",
+           "module_rank_alpha", "peft_scale", "written_alpha"]
 
 _PEFT_PREFIX = "base_model.model."
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
@@ -61,12 +65,14 @@ class BaseInfo:
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """A written adapter: path, tensor pairs written, alpha written, seconds taken."""
+    """A written adapter: path, tensor pairs written, alpha written, seconds taken, and the config's
+    ``lora_alpha`` as PEFT read it (differs from ``alpha`` only for 0, see :func:`written_alpha`)."""
 
     path: Path
     n_pairs: int
     alpha: float
     seconds: float
+    peft_alpha: float
 
 
 def read_base_info(base_gguf: str | Path) -> BaseInfo:
@@ -95,9 +101,16 @@ def _read_base_info(base_gguf: str, _size: int, _mtime_ns: int) -> BaseInfo:
     arch = field(gguf.Keys.General.ARCHITECTURE)
     if arch is None:
         raise SealqError(f"{base_gguf}: no general.architecture")
-    n_head = field(gguf.Keys.Attention.HEAD_COUNT.format(arch=arch))
+    keys = [k.format(arch=arch) for k in (gguf.Keys.LLM.BLOCK_COUNT, gguf.Keys.Attention.HEAD_COUNT)]
+    values = [field(k) for k in keys]
+    for key, value in zip(keys, values):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise SealqError(f"{base_gguf}: metadata {key} is {value!r}, expected a positive integer")
+    n_blocks, n_head = values
     n_head_kv = field(gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch)) or n_head
-    n_blocks = field(gguf.Keys.LLM.BLOCK_COUNT.format(arch=arch))
+    if not isinstance(n_head_kv, int) or n_head_kv <= 0:  # an array (one per layer) is not supported either
+        raise SealqError(f"{base_gguf}: metadata {gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch)} is "
+                         f"{n_head_kv!r}, expected a positive integer")
     return BaseInfo(arch, int(n_blocks), int(n_head), int(n_head_kv), meta.shapes())
 
 
@@ -116,48 +129,115 @@ def permute_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
-def _pattern_value(patterns: dict, module: str, default):
-    """PEFT's per-module override lookup: a key matches the module name or a dotted suffix of it."""
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
+#: LoraConfig fields that change what a LoRA computes in ways a llama.cpp LoRA adapter cannot express
+#: (PEFT 0.21 ``LoraConfig``); a config that sets any of them is refused with its name.
+_UNSUPPORTED = {
+    "use_dora": "DoRA adapters are not supported by llama.cpp",
+    "lora_bias": "lora_bias is not supported",
+    "modules_to_save": "modules_to_save ({value}) cannot be expressed as a LoRA adapter",
+    "trainable_token_indices": "trainable_token_indices ({value}) cannot be expressed as a LoRA adapter",
+    "target_parameters": "LoRA on parameters (target_parameters {value}) is not supported",
+    "layer_replication": "layer_replication ({value}) changes the base model; not supported",
+    "alora_invocation_tokens": "activated LoRA (alora_invocation_tokens) is not supported",
+    "use_qalora": "QALoRA (use_qalora) is not supported",
+    "use_bdlora": "block-diagonal LoRA (use_bdlora) is not supported",
+    "velora_config": "VeLoRA (velora_config) is not supported",
+    "monteclora_config": "MonteCLoRA (monteclora_config) is not supported",
+    "arrow_config": "Arrow (arrow_config) is not supported",
+    "kasa_config": "KaSA (kasa_config) is not supported",
+}
 
 
-def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
+def read_lora_config(adapter_dir: str | Path):
+    """Parse ``adapter_config.json`` with PEFT itself (``PeftConfig.from_pretrained``), so every field
+    and every default is PEFT's: a config without ``lora_alpha`` gets LoraConfig's default (8), not r.
+
+    Returns:
+        ``peft.LoraConfig``.
+
+    Raises:
+        SealqError: no or unreadable config, not a LoRA config, values PEFT rejects, or a LoRA variant
+            llama.cpp cannot express (DoRA, modules_to_save, ...; see ``_UNSUPPORTED``).
+    """
+    import warnings
+
+    from peft import LoraConfig, PeftConfig
+
+    adapter_dir = Path(adapter_dir)
     cfg_path = adapter_dir / "adapter_config.json"
-    weights_path = adapter_dir / "adapter_model.safetensors"
-    if not cfg_path.is_file():
+    if not cfg_path.is_file():  # checked here: PEFT would try the hub for a missing file
         if (adapter_dir / "adapter_model.bin").exists():
             raise SealqError(f"{adapter_dir}: only adapter_model.bin (pickle) found; sealq reads safetensors only")
         raise SealqError(f"{adapter_dir}: no adapter_config.json (not a PEFT adapter folder)")
-    if not weights_path.is_file():
-        raise SealqError(f"{adapter_dir}: no adapter_model.safetensors")
     try:
-        config = json.loads(cfg_path.read_text())
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise SealqError(f"{cfg_path}: unreadable ({e})") from None
+    if not isinstance(raw, dict):
+        raise SealqError(f"{cfg_path}: expected a JSON object")
+    if str(raw.get("peft_type", "")).upper() != "LORA":
+        raise SealqError(f"{adapter_dir}: peft_type {raw.get('peft_type')!r} is not LORA")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. keys of a newer PEFT, ignored as PEFT itself does
+            config = PeftConfig.from_pretrained(str(adapter_dir))
+    except Exception as e:  # noqa: BLE001  (PEFT raises ValueError/TypeError/KeyError/ImportError on bad configs)
+        raise SealqError(f"{cfg_path}: PEFT rejects this config ({type(e).__name__}: {e})") from None
+    if not isinstance(config, LoraConfig):
+        raise SealqError(f"{adapter_dir}: peft_type {raw.get('peft_type')!r} is not LORA")
+    for name, message in _UNSUPPORTED.items():
+        value = getattr(config, name, None)
+        if value:
+            raise SealqError(f"{adapter_dir}: " + message.format(value=value))
+    try:
+        for pattern in (*(config.rank_pattern or {}), *(config.alpha_pattern or {})):
+            re.compile(pattern)
+        ranks = [int(config.r), *(int(v) for v in (config.rank_pattern or {}).values())]
+        float(config.lora_alpha), [float(v) for v in (config.alpha_pattern or {}).values()]
+    except (TypeError, ValueError, re.error) as e:
+        raise SealqError(f"{cfg_path}: invalid r, lora_alpha, rank_pattern or alpha_pattern ({e})") from None
+    if min(ranks) <= 0:  # PEFT refuses it too, when it builds the layers
+        raise SealqError(f"{cfg_path}: PEFT rejects this config (r must be a positive integer, got {min(ranks)})")
+    return config
+
+
+def module_rank_alpha(config, module: str) -> tuple[int, float]:
+    """The rank and alpha PEFT gives ``module`` (e.g. ``model.layers.0.self_attn.q_proj``): ``rank_pattern``
+    and ``alpha_pattern`` keys are regexes matched against the module name or a dotted suffix of it by
+    PEFT's own ``get_pattern_key`` (as ``LoraModel._create_and_replace`` does), else ``r`` / ``lora_alpha``."""
+    from peft.utils.other import get_pattern_key
+
+    ranks, alphas = config.rank_pattern or {}, config.alpha_pattern or {}
+    r = ranks.get(get_pattern_key(ranks.keys(), module), config.r)
+    alpha = alphas.get(get_pattern_key(alphas.keys(), module), config.lora_alpha)
+    return int(r), float(alpha)
+
+
+def peft_scale(config, module: str, r: int) -> float:
+    """PEFT's scaling of ``module`` (``LoraLayer.update_layer``): alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    _, alpha = module_rank_alpha(config, module)
+    return alpha / (math.sqrt(r) if config.use_rslora else r)
+
+
+def written_alpha(config) -> float:
+    """The one ``adapter.lora.alpha`` written to the GGUF. llama.cpp scales every tensor by alpha / r,
+    but reads alpha 0 as "no alpha" (scale 1), so a zero ``lora_alpha`` (PEFT scale 0, a no-op adapter)
+    is written as alpha = r with every lora_b scaled by 0: the same no-op in llama.cpp."""
+    alpha = float(config.lora_alpha)
+    return alpha if alpha != 0 else float(config.r)
+
+
+def _read_weights(adapter_dir: Path) -> dict:
+    weights_path = adapter_dir / "adapter_model.safetensors"
+    if not weights_path.is_file():
+        raise SealqError(f"{adapter_dir}: no adapter_model.safetensors")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        tensors = {k: v.float().numpy() for k, v in load_file(str(weights_path)).items()}
+        return {k: v.float().numpy() for k, v in load_file(str(weights_path)).items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise SealqError(f"{weights_path}: corrupted adapter weights ({e})") from None
-    return config, tensors
-
-
-def _check_config(config, where: Path) -> None:
-    if not isinstance(config, dict):
-        raise SealqError(f"{where}/adapter_config.json: expected a JSON object")
-    if str(config.get("peft_type", "")).upper() != "LORA":
-        raise SealqError(f"{where}: peft_type {config.get('peft_type')!r} is not LORA")
-    if config.get("use_dora"):
-        raise SealqError(f"{where}: DoRA adapters are not supported by llama.cpp")
-    if config.get("modules_to_save"):
-        raise SealqError(f"{where}: modules_to_save ({config['modules_to_save']}) cannot be expressed as a LoRA adapter")
-    if config.get("lora_bias"):
-        raise SealqError(f"{where}: lora_bias is not supported")
 
 
 def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_gguf: str | Path,
@@ -180,30 +260,27 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
     """
     import time
 
-    import gguf
-
     t0 = time.perf_counter()
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
     if outtype not in OUTTYPES:
         raise SealqError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
-    config, tensors = _read_adapter(adapter_dir)
-    _check_config(config, adapter_dir)
+    config = read_lora_config(adapter_dir)
+    tensors = _read_weights(adapter_dir)
     base = read_base_info(base_gguf)
     if base.architecture != "llama":
         raise SealqError(f"{base_gguf}: architecture {base.architecture!r} is not supported by the converter (llama only)")
-    arch = gguf.MODEL_ARCH.LLAMA
-    name_map = gguf.get_tensor_name_map(arch, base.n_blocks)
+    alpha = written_alpha(config)
+    pairs = _lora_pairs(tensors, adapter_dir)
+    out = [t for module, ab in sorted(pairs.items())
+           for t in _gguf_pair(module, ab, config, alpha, base, adapter_dir, base_gguf)]
+    if not out:
+        raise SealqError(f"{adapter_dir}: no LoRA tensors")
+    _write_adapter(out, out_path, alpha, outtype, f"sealq LoRA ({adapter_dir.name})")
+    return ConvertResult(out_path, len(out) // 2, alpha, time.perf_counter() - t0, float(config.lora_alpha))
 
-    try:
-        r_default = int(config.get("r", 8))
-        alpha_default = float(config.get("lora_alpha", r_default))
-        patterns = {k: {str(m): float(v) for m, v in (config.get(k) or {}).items()} for k in ("rank_pattern", "alpha_pattern")}
-        for pattern in (m for p in patterns.values() for m in p):
-            re.compile(pattern)
-    except (TypeError, ValueError, AttributeError, re.error) as e:
-        raise SealqError(f"{adapter_dir}/adapter_config.json: invalid r, lora_alpha, rank_pattern or alpha_pattern ({e})") from None
-    rslora = bool(config.get("use_rslora"))
 
+def _lora_pairs(tensors: dict, adapter_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """PEFT tensor names -> {module name (without PEFT's prefix): {"A": (r, in), "B": (out, r)}}."""
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         m = _KEY.match(key)
@@ -212,61 +289,67 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
         module = m.group("module")
         module = module[len(_PEFT_PREFIX):] if module.startswith(_PEFT_PREFIX) else module
         pairs.setdefault(module, {})[m.group("ab")] = value
+    return pairs
 
-    writer_tensors = []
-    for module, ab in sorted(pairs.items()):
-        if set(ab) != {"A", "B"}:
-            raise SealqError(f"{adapter_dir}: module {module} lacks lora_{'A' if 'A' not in ab else 'B'}")
-        leaf = module.rsplit(".", 1)[-1]
-        if leaf not in _LLAMA_LINEAR:
-            raise SealqError(f"{adapter_dir}: LoRA on {module!r} is not supported (only llama linear layers {', '.join(_LLAMA_LINEAR)})")
-        gguf_name = name_map.get_name(module)
-        if gguf_name is None:
-            raise SealqError(f"{adapter_dir}: module {module!r} has no GGUF name for this base ({base.n_blocks} blocks)")
-        a, b = ab["A"], ab["B"]  # (r, in), (out, r)
-        weight_name = gguf_name + ".weight"
-        if weight_name not in base.shapes:
-            raise SealqError(f"{adapter_dir}: {weight_name} not in base model {base_gguf} (adapter for another base?)")
-        out_f, in_f = base.shapes[weight_name]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != in_f or b.shape[0] != out_f or a.shape[0] != b.shape[1]:
-            raise SealqError(
-                f"{adapter_dir}: {module} has A{tuple(a.shape)} B{tuple(b.shape)}, base {weight_name} is {(out_f, in_f)} "
-                "(adapter for another base?)"
-            )
-        r = a.shape[0]
-        r_m = int(_pattern_value(patterns["rank_pattern"], module, r_default))
-        alpha_m = float(_pattern_value(patterns["alpha_pattern"], module, alpha_default))
-        if r_m != r:
-            raise SealqError(f"{adapter_dir}: {module} has rank {r} but the config says {r_m}")
-        peft_scale = alpha_m / (math.sqrt(r) if rslora else r)
-        llama_scale = alpha_default / r
-        b = b * np.float32(peft_scale / llama_scale)
-        if leaf == "q_proj":
-            b = permute_rows(b, base.n_head)
-        elif leaf == "k_proj":
-            b = permute_rows(b, base.n_head_kv)
-        writer_tensors.append((weight_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32)))
-        writer_tensors.append((weight_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32)))
-    if not writer_tensors:
-        raise SealqError(f"{adapter_dir}: no LoRA tensors")
+
+def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adapter_dir: Path,
+               base_gguf) -> list[tuple[str, np.ndarray]]:
+    """One module's (lora_a, lora_b) as GGUF tensors: shapes checked against the base, PEFT's scale for
+    this module folded into lora_b relative to llama.cpp's global alpha / r, q/k rows permuted."""
+    import gguf
+
+    if set(ab) != {"A", "B"}:
+        raise SealqError(f"{adapter_dir}: module {module} lacks lora_{'A' if 'A' not in ab else 'B'}")
+    leaf = module.rsplit(".", 1)[-1]
+    if leaf not in _LLAMA_LINEAR:
+        raise SealqError(f"{adapter_dir}: LoRA on {module!r} is not supported (only llama linear layers {', '.join(_LLAMA_LINEAR)})")
+    gguf_name = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base.n_blocks).get_name(module)
+    if gguf_name is None:
+        raise SealqError(f"{adapter_dir}: module {module!r} has no GGUF name for this base ({base.n_blocks} blocks)")
+    a, b = ab["A"], ab["B"]  # (r, in), (out, r)
+    weight_name = gguf_name + ".weight"
+    if weight_name not in base.shapes:
+        raise SealqError(f"{adapter_dir}: {weight_name} not in base model {base_gguf} (adapter for another base?)")
+    out_f, in_f = base.shapes[weight_name]
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != in_f or b.shape[0] != out_f or a.shape[0] != b.shape[1]:
+        raise SealqError(
+            f"{adapter_dir}: {module} has A{tuple(a.shape)} B{tuple(b.shape)}, base {weight_name} is {(out_f, in_f)} "
+            "(adapter for another base?)"
+        )
+    r = a.shape[0]
+    r_config, _ = module_rank_alpha(config, module)
+    if r_config != r:
+        raise SealqError(f"{adapter_dir}: {module} has rank {r} but the config says {r_config}")
+    b = b * np.float32(peft_scale(config, module, r) / (alpha / r))
+    if leaf == "q_proj":
+        b = permute_rows(b, base.n_head)
+    elif leaf == "k_proj":
+        b = permute_rows(b, base.n_head_kv)
+    return [(weight_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32)),
+            (weight_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))]
+
+
+def _write_adapter(tensors: list, out_path: Path, alpha: float, outtype: str, name: str) -> None:
+    """Write a llama-architecture GGUF LoRA adapter atomically (temporary file, fsync, rename)."""
+    import gguf
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf", dir=out_path.parent)
     os.close(fd)
     try:
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha_default)
-        writer.add_string(gguf.Keys.General.NAME, f"sealq LoRA ({adapter_dir.name})")
-        for name, data in writer_tensors:
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        writer.add_string(gguf.Keys.General.NAME, name)
+        for tensor_name, data in tensors:
             if outtype == "f16":
-                writer.add_tensor(name, data.astype(np.float16))
+                writer.add_tensor(tensor_name, data.astype(np.float16))
             elif outtype == "q8_0" and data.shape[-1] % 32 == 0:
                 q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-                writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(tensor_name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
             else:
-                writer.add_tensor(name, data)
+                writer.add_tensor(tensor_name, data)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -279,7 +362,6 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return ConvertResult(out_path, len(writer_tensors) // 2, alpha_default, time.perf_counter() - t0)
 
 
 def validate_adapter(adapter_gguf: str | Path, base_gguf: str | Path) -> None:
