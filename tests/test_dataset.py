@@ -1,13 +1,14 @@
 """The bundled default set and the two SQuAD loaders, on real files."""
 
 import json
+import warnings
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sealq.engine.dataset import load_passages, parse_passages
-from sealq.errors import SealqError
+from sealq.errors import SealqError, SealqWarning
 
 from conftest import SHARED
 
@@ -79,7 +80,8 @@ def test_duplicate_warning_is_one_line_on_the_cli(tmp_path):
     "content, message",
     [
         (b"{not json", "malformed JSON at line 1"),
-        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (b"[\xff]", r"not UTF-8 text \(byte 1\)"),
+        (b"\xff\xfe[\x00]", r"not UTF-16 text \(byte 4\)"),  # a BOM says UTF-16; an odd number of bytes
         (b'{"foo": 1}', "not a SQuAD-style dataset"),
         (b"[]", "no passages"),
         (b'[{"title": "T", "questions": []}]', "missing field 'context'"),
@@ -89,7 +91,9 @@ def test_duplicate_warning_is_one_line_on_the_cli(tmp_path):
         (b'[{"title": "T", "context": "C", "questions": [{"question": "", "answer": "A"}]}]', "question: expected a non-empty string"),
         (b'{"data": [{"title": "T"}]}', "missing field 'paragraphs'"),
         (b'{"data": [{"title": "T", "paragraphs": [{"context": "C", "qas": [{"question": "Q"}]}]}]}',
-         r"data\[0\]\.paragraphs\[0\] question 0: missing field 'answer'"),
+         r"data\[0\]\.paragraphs\[0\] question 0: missing field 'answers'"),  # official field names
+        (b'{"data": [{"title": "T", "paragraphs": [{"context": "C", "qas": []}]}]}',
+         r"data\[0\]\.paragraphs\[0\]: 'qas' must be a non-empty list, got an empty list"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, content, message):
@@ -105,26 +109,106 @@ def test_missing_file():
         load_passages("/nonexistent/data.json")
 
 
+# text includes a lone surrogate (JSON may spell one: "\\ud800"), a number-like string and blanks
+_leaf_text = st.text(max_size=8) | st.sampled_from(["\ud800", "1887", " ", "nan"])
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | _leaf_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["title", "context", "questions", "question", "answer", "answers", "data", "paragraphs", "qas", "text"]),
-        inner, max_size=5),
+        st.sampled_from(["title", "context", "questions", "question", "answer", "answers", "data", "paragraphs",
+                         "qas", "text", "is_impossible", "plausible_answers"]),
+        inner | st.booleans(), max_size=5),
     max_leaves=25,
 )
+
+# near-valid documents in both formats, each field either good text or one of the values the hunt of issue
+# 14 found trouble with (NaN, infinities, numbers, a lone surrogate, null, nesting, blanks)
+_odd = st.sampled_from([float("nan"), float("inf"), float("-inf"), 1887, 3.5, 10 ** 30, True, None, "\ud800",
+                        "a\ud800b", " ", "", [["x"]], {"text": "x"}, [], {}])
+_field = st.one_of(*[st.text(min_size=1, max_size=6)] * 5, _odd)  # mostly good, so some documents load
+_question = st.fixed_dictionaries(
+    {"question": _field},
+    optional={"answer": _field | st.lists(_field, max_size=3), "answers": st.lists(_field | st.fixed_dictionaries(
+        {"text": _field, "answer_start": st.integers() | _odd}), max_size=3) | _odd,
+              "is_impossible": st.booleans() | _odd, "plausible_answers": st.lists(_field, max_size=2)})
+_questions = st.one_of(*[st.lists(_question, min_size=1, max_size=3)] * 5, _odd)
+_flat_doc = st.lists(st.fixed_dictionaries({"title": _field, "context": _field, "questions": _questions}),
+                     min_size=1, max_size=3)
+_official_doc = st.fixed_dictionaries({"version": st.just("v2.0"), "data": st.lists(st.fixed_dictionaries(
+    {"title": _field, "paragraphs": st.lists(st.fixed_dictionaries({"context": _field, "qas": _questions}),
+                                             min_size=1, max_size=2)}), min_size=1, max_size=2)})
+_json = _json | _flat_doc | _official_doc
+
+
+def _leaves(doc) -> set[str]:
+    """The texts a loader may read from ``doc``: its strings (stripped), and its numbers as JSON writes
+    them; never the text of a NaN or an infinity, a boolean or null."""
+    if isinstance(doc, dict):
+        return set().union(*map(_leaves, doc.values())) | {"article 0", "article 1", "article 2", "article 3"}
+    if isinstance(doc, list):
+        return set().union(*map(_leaves, doc))
+    if isinstance(doc, str):
+        return {doc.strip()}
+    if isinstance(doc, bool) or doc is None:
+        return set()
+    if isinstance(doc, float) and doc - doc != 0:
+        return set()
+    return {json.dumps(doc)}
+
+
+def _check_passages(ps, doc):
+    """What a successful load promises: passages whose texts are strings or numbers of the document
+    (stripped, non-empty, UTF-8-encodable; a NaN is never read as "nan"), at least one distinct gold answer
+    per question, no duplicate keys."""
+    assert ps and len({p.key for p in ps}) == len(ps)
+    allowed = _leaves(doc)
+    for p in ps:
+        assert p.questions
+        for q in p.questions:
+            assert q.answers and len(set(q.answers)) == len(q.answers)
+        for t in [p.title, p.context] + [t for q in p.questions for t in (q.question, *q.answers)]:
+            assert isinstance(t, str) and t and t == t.strip() and t in allowed, (t, doc)
+            t.encode("utf-8")
 
 
 @settings(max_examples=300, deadline=None)
 @given(_json)
 def test_arbitrary_json_raises_only_sealq_error(doc):
+    """Arbitrary decoded JSON: a SealqError with one line naming the source, or passages that keep
+    every promise of :func:`_check_passages`; nothing else (any other exception fails the test)."""
     try:
-        parse_passages(doc, "x.json")
-    except SealqError:
-        pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SealqWarning)
+            ps = parse_passages(doc, "x.json")
+    except SealqError as e:
+        assert str(e).startswith("x.json: ") and "\n" not in str(e)
+    else:
+        _check_passages(ps, doc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json, st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"]),
+       st.booleans())
+def test_arbitrary_json_file_raises_only_sealq_error(tmp_path_factory, doc, encoding, jsonl):
+    """The same through a file: NaN/Infinity literals (json.dumps writes them), any of the encodings JSON
+    allows, with or without a BOM, and JSON Lines."""
+    path = tmp_path_factory.mktemp("d") / "data.json"
+    if jsonl and isinstance(doc, list):
+        text = "\n".join(json.dumps(x) for x in doc)
+    else:
+        text = json.dumps(doc)
+    path.write_bytes(text.encode(encoding))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SealqWarning)
+            ps = load_passages(path)
+    except SealqError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+    else:
+        _check_passages(ps, doc)
 
 
 _teacher_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | _leaf_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
         st.sampled_from(["title", "context", "completions", "questions"]), inner, max_size=4),
     max_leaves=20,
@@ -139,8 +223,13 @@ def test_arbitrary_teacher_file_raises_only_sealq_error(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("t") / "teacher.json"
     path.write_text(json.dumps(doc))
     try:
-        out = load_teacher(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SealqWarning)
+            out = load_teacher(path)
     except SealqError as e:
-        assert "\n" not in str(e)
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
     else:
         assert out and all(isinstance(c, str) and c.strip() for cs in out.values() for c in cs)
+        for cs in out.values():
+            for c in cs:
+                c.encode("utf-8")
