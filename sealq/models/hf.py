@@ -4,17 +4,28 @@
 llama.cpp's q/k row permutation (~16 s for the default model). The result is cached as safetensors under
 ``<cache>/hf/<sha256 of the GGUF>/`` (see :func:`default_cache_root`), so later runs load it in about a second; a changed GGUF
 has a different sha256 and gets a fresh cache entry.
+
+The cache is derived data and disposable. When an entry is written, the size and sha256 of each of its files
+go into ``manifest.json``, written last; every load checks them (hashing the ~540 MB of weights takes 0.5-0.8 s
+of a ~1.1 s cached load) and rebuilds the entry from the GGUF when the manifest is missing or unreadable, a file
+is missing or differs (a truncated copy, a full disk, a flipped bit), or loading the entry raises anything.
+Entries written by sealq versions before the manifest have none and are rebuilt once. If the cache folder cannot
+be written (read-only or full), the freshly dequantized model is used anyway, with one warning line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+import uuid
+import warnings
 from pathlib import Path
 
-from sealq.errors import SealqError
+from sealq.errors import SealqError, SealqWarning, disk_full_reason
 from sealq.models.registry import ResolvedModel
 
 __all__ = ["load_training_model", "set_torch_threads", "default_cache_root"]
@@ -37,6 +48,10 @@ def set_torch_threads(threads: int = 0) -> int:
 
 
 _WEIGHTS = "model.safetensors"
+_CONFIG = "config.json"
+#: Written last into a cache entry: ``{"version": 1, "files": {name: {"size": bytes, "sha256": hex}}}``.
+_MANIFEST = "manifest.json"
+_MANIFEST_VERSION = 1
 
 
 @contextlib.contextmanager
@@ -47,19 +62,87 @@ def _no_tqdm():
 
 
 def _save_cached(hf, folder: Path) -> None:
-    """Write config + fp32 weights in the layout ``from_pretrained`` reads.
+    """Write config + fp32 weights in the layout ``from_pretrained`` reads, then the manifest (last).
 
     transformers refuses ``save_pretrained`` on a GGUF-loaded model, and its config still names the GGUF
     quantizer; the cache holds plain fp32 weights, so that entry is dropped.
     """
-    import json
-
     from safetensors.torch import save_model
 
     config = hf.config.to_dict()
     config.pop("quantization_config", None)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / _CONFIG).write_text(json.dumps(config, indent=2))
     save_model(hf, str(folder / _WEIGHTS))  # handles the tied embedding / lm_head
+    files = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+             for name in (_CONFIG, _WEIGHTS)}
+    # last: an entry without a valid manifest is incomplete
+    (folder / _MANIFEST).write_text(json.dumps({"version": _MANIFEST_VERSION, "files": files}, indent=2))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_cached(folder: Path) -> str | None:
+    """Why the cache entry ``folder`` cannot be trusted, or None when every file matches its manifest."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+    except FileNotFoundError:
+        return "has no manifest (written by an earlier sealq, or never completed)"
+    except (OSError, ValueError) as e:
+        return f"has an unreadable manifest ({type(e).__name__})"
+    if not isinstance(manifest, dict) or manifest.get("version") != _MANIFEST_VERSION:
+        return "has a manifest of another version"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {_CONFIG, _WEIGHTS} <= files.keys():
+        return "has an incomplete manifest"
+    try:
+        for name, want in files.items():  # sizes first: a truncated file fails without hashing anything
+            if not isinstance(want, dict) or (folder / name).stat().st_size != want.get("size"):
+                return f"has a {name} of the wrong size"
+        for name, want in files.items():
+            if _sha256(folder / name) != want.get("sha256"):
+                return f"has a {name} whose sha256 does not match"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None
+
+
+def _discard(path: Path) -> None:
+    """Move a damaged entry aside (so no one loads it meanwhile), then delete it; frees its space first."""
+    aside = path.with_name(f".damaged-{uuid.uuid4().hex[:12]}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
+def _write_cache(hf, cache: Path) -> None:
+    """Replace ``cache`` atomically with a fresh entry for ``hf``; on any failure, warn and leave no temp folder."""
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(cache):
+            _discard(cache)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
+        _save_cached(hf, tmp)
+        os.replace(tmp, cache)
+    except Exception as e:  # OSError, safetensors' SafetensorError on a full disk, ...
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if cache.is_dir() and _verify_cached(cache) is None:  # another process wrote it meanwhile
+            return
+        reason = disk_full_reason(e) or (getattr(e, "strerror", None) or str(e)).splitlines()[0][:200]
+        warnings.warn(f"cannot write the training-model cache in {cache.parent} ({reason}); "
+                      "using the model without caching it", SealqWarning, stacklevel=3)
 
 
 def _load_cached(folder: Path):
@@ -73,13 +156,17 @@ def _load_cached(folder: Path):
 def load_training_model(model: ResolvedModel, cache_root: Path | None):
     """Load the base model for LoRA training, dequantized to fp32.
 
+    A cache entry is used only if its files match the sizes and sha256 sums in its manifest and it loads;
+    otherwise (damaged, incomplete, or written by an earlier sealq without a manifest) it is rebuilt from the
+    GGUF with a one-line :class:`SealqWarning`. A cache folder that cannot be written costs the cache only.
+
     Args:
         model: the resolved GGUF base.
         cache_root: folder for the dequantized cache (None: no cache).
 
     Returns:
         (model, cache_hit): a ``transformers`` causal LM in eval mode with all parameters frozen, and
-        whether it came from the cache.
+        whether it came from a verified cache entry.
 
     Raises:
         SealqError: transformers cannot read the GGUF.
@@ -91,10 +178,20 @@ def load_training_model(model: ResolvedModel, cache_root: Path | None):
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     cache = cache_root / "hf" / model.sha256 if cache_root is not None else None
-    hit = cache is not None and (cache / _WEIGHTS).exists()
-    if hit:
-        hf = _load_cached(cache)
-    else:
+    hf = None
+    if cache is not None and os.path.lexists(cache):
+        problem = _verify_cached(cache)
+        if problem is None:
+            try:
+                hf = _load_cached(cache)
+            except Exception as e:  # anything: the entry is disposable
+                detail = (str(e).splitlines() or [""])[0][:200]
+                problem = f"cannot be loaded ({type(e).__name__}{': ' + detail if detail else ''})"
+        if problem is not None:
+            warnings.warn(f"the cached training model in {cache} {problem}; rebuilding it from the GGUF",
+                          SealqWarning, stacklevel=2)
+    hit = hf is not None
+    if not hit:
         try:
             with _no_tqdm():
                 hf = AutoModelForCausalLM.from_pretrained(
@@ -103,13 +200,7 @@ def load_training_model(model: ResolvedModel, cache_root: Path | None):
         except Exception as e:  # transformers raises many types for unreadable GGUFs
             raise SealqError(f"{model.path}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
-            try:
-                _save_cached(hf, tmp)
-                os.replace(tmp, cache)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
+            _write_cache(hf, cache)
     hf.eval()
     for p in hf.parameters():
         p.requires_grad_(False)
