@@ -3,6 +3,7 @@ option, exit code 2, no traceback, and nothing recorded. docs/errors.md is the t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -56,6 +57,68 @@ def _other_arch(tmp: Path) -> str:
     return str(path)
 
 
+def _without_chat_template() -> str:
+    """The default GGUF without ``tokenizer.chat_template`` (as older converters and base models write it)."""
+    return _with_chat_template(None)
+
+
+@functools.lru_cache(maxsize=None)
+def _with_chat_template(template: str | None) -> str:
+    """The default GGUF with ``tokenizer.chat_template`` replaced (None: removed), copied with gguf-py:
+    every other key and every tensor byte for byte."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import gguf
+
+    from sealq.models.registry import resolve_model
+
+    reader = gguf.GGUFReader(str(resolve_model(None).path))
+    folder = Path(tempfile.mkdtemp(prefix="sealq-chat-template-"))
+    atexit.register(shutil.rmtree, folder, True)  # ~100 MB each
+    path = folder / "odd-chat-template.gguf"
+    writer = gguf.GGUFWriter(str(path), reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in (gguf.Keys.General.ARCHITECTURE,
+                                                             gguf.Keys.Tokenizer.CHAT_TEMPLATE):
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    if template is not None:
+        writer.add_chat_template(template)
+    writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()  # noqa: E702
+    return str(path)
+
+
+def _llama_without(tmp: Path, missing: str) -> str:
+    """A llama GGUF model whose metadata lacks ``missing`` (head_count is 9, block_count 30 otherwise)."""
+    import gguf
+
+    path = tmp / "odd.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type(gguf.GGUFType.MODEL)
+    for key, value in (("llama.block_count", 30), ("llama.attention.head_count", 9)):
+        if key != missing:
+            w.add_uint32(key, value)
+    if missing == "llama.attention.head_count_kv":
+        w.add_array(missing, [3] * 30)  # per-layer KV heads, as some converters write
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()  # noqa: E702
+    return str(path)
+
+
+def _case(name: str) -> str:
+    path = CASES_DIR / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (../shared beside the clone)")
+    return str(path)
+
+
+CASES_DIR = Path(__file__).resolve().parents[2] / "shared" / "cases"
+NO_CHAT = "the GGUF has no tokenizer.chat_template; sealq formats every prompt with the model's own chat template"
 LONG = {"title": "Long", "context": " ".join(["word"] * 3000), "questions": [{"question": "Q?", "answer": "A"}]}
 
 # (case id, argv builder given a temporary folder, text the one error line must contain)
@@ -77,7 +140,30 @@ CASES = [
      "passage 0.context: expected a non-empty string, got an empty string"),
     ("empty-question", lambda t: ["loop", "--data", _data(t, [{**GOOD, "questions": [{"question": "", "answer": "A"}]}])],
      "question 0.question: expected a non-empty string"),
-    ("passage-too-long", lambda t: ["loop", "--data", _data(t, [LONG])], "passage 0 ('Long') is 3000 tokens"),
+    ("passage-too-long", lambda t: ["loop", "--data", _data(t, [LONG])],
+     "passage 0 ('Long'), implications self-edit: the prompt needs "),
+    ("question-too-long", lambda t: ["loop", "--data", _case("question-too-long.json")],
+     "passage 0 ('Tarnwick Guild'), question 0 ('Considering the detail number 0 of the record, the detail...'), "
+     "answer prompt with the passage: the prompt needs "),
+    ("title-too-long", lambda t: ["eval", "--data", _case("title-too-long.json")],
+     "), implications self-edit: the prompt needs "),
+    ("question-too-long-ask", lambda t: ["ask", "Why? " * 3000], "the prompt needs "),
+    ("base-without-block-count", lambda t: ["convert", _case("adapter-no-alpha"), str(t / "o.gguf"), "--base",
+                                            _llama_without(t, "llama.block_count")],
+     "metadata llama.block_count is None, expected a positive integer"),
+    ("base-with-per-layer-kv-heads", lambda t: ["convert", _case("adapter-no-alpha"), str(t / "o.gguf"), "--base",
+                                                _llama_without(t, "llama.attention.head_count_kv")],
+     "metadata llama.attention.head_count_kv is [3, 3,"),
+    ("no-chat-template-loop", lambda t: ["loop", "--model", _without_chat_template()], NO_CHAT),
+    ("no-chat-template-restem", lambda t: ["loop", "--model", _without_chat_template(), "--rounds", "1",
+                                           "--holdout-fraction", "0.5"], NO_CHAT),
+    ("chat-template-broken", lambda t: ["loop", "--model", _with_chat_template("{% for m in messages %}{{ m.content }")],
+     "the GGUF's tokenizer.chat_template cannot format a chat (TemplateSyntaxError"),
+    ("chat-template-refuses-assistant", lambda t: ["ask", "Q?", "--model", _with_chat_template(
+        "{% for m in messages %}{% if m.role == 'assistant' %}{{ raise_exception('no assistant turns') }}"
+        "{% endif %}{{ m.content }}{% endfor %}")],
+     "cannot format a chat (ValueError: no assistant turns)"),
+    ("no-chat-template-ask", lambda t: ["ask", "Q?", "--model", _without_chat_template()], NO_CHAT),
     ("k-zero", lambda t: ["loop", "--k", "0"], "--k must be at least 1, got 0"),
     ("k-negative", lambda t: ["eval", "--k", "-2"], "--k must be at least 1, got -2"),
     ("passages-zero", lambda t: ["loop", "--passages", "0"], "--passages must be at least 1"),
@@ -112,7 +198,8 @@ def test_bad_input(case, argv, message, tmp_path, workspace):
     errors = [x for x in lines if x.startswith("Error: ")]
     # one error line, last; before it at most the progress line of a model that was loaded
     assert len(errors) == 1 and lines[-1] == errors[0] and message in errors[0], result.stderr
-    assert len(lines) == 1 or lines[:-1] == ["loading smollm2-135m into llama.cpp"], result.stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("loading ") and
+                               lines[0].endswith(" into llama.cpp")), result.stderr
     if (workspace / "runs.db").exists():
         assert sqlite_utils.Database(str(workspace / "runs.db"))["runs"].count == 0
 

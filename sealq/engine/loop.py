@@ -110,15 +110,42 @@ class _Clock:
             db["runs"].update(run_id, {"duration_ms": self.elapsed_ms()})
 
 
+#: the self-edit is re-tokenized inside the directive turn's prompt; allow for a few more tokens than generated
+_RETOKENIZE_MARGIN = 16
+
+
+def _short(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[: n - 3] + "...")
+
+
 def _check_lengths(runner, passages: list[Passage], config: LoopConfig) -> None:
-    budget = runner.n_ctx - config.selfedit.max_tokens - _DIRECTIVE_TOKENS - 128
+    """Refuse, before anything is recorded, every prompt the run would build that cannot fit the context
+    window together with its generation budget: the self-edit prompt (plus the self-edit and the directive
+    turn when the model writes directives) for every edit type, and every question's answer prompt with the
+    passage (the ceiling, the longest answer prompt; the no-passage prompts are shorter). The ReST-EM
+    policy's training pairs (self-edit prompt + self-edit) are no longer than the directive turn.
+
+    Raises:
+        SealqError: naming the passage (and question) and the token counts.
+    """
+    sc = config.selfedit
     for i, p in enumerate(passages):
-        n = len(runner.tokenize(p.context))
-        if n > budget:
-            raise SealqError(
-                f"passage {i} ({p.title!r}) is {n} tokens; the context window leaves {budget} for a passage "
-                f"(n_ctx {runner.n_ctx}): shorten it or raise n_ctx"
-            )
+        for edit_type in sc.edit_types:
+            if sc.directives == "model":
+                messages, budget = directive_messages(p, edit_type, ""), sc.max_tokens + _RETOKENIZE_MARGIN + _DIRECTIVE_TOKENS
+            else:
+                messages, budget = edit_messages(p, edit_type), sc.max_tokens
+            try:
+                runner.check_fits(messages, budget)
+            except SealqError as e:
+                raise SealqError(f"passage {i} ({_short(p.title)}), {edit_type} self-edit: {e} "
+                                 "(the passage, its title or the self-edit budget)") from None
+        for j, q in enumerate(p.questions):
+            try:
+                runner.check_fits(qa.qa_messages(p, q, with_context=True), config.eval.max_tokens)
+            except SealqError as e:
+                raise SealqError(f"passage {i} ({_short(p.title)}), question {j} ({_short(q.question)}), "
+                                 f"answer prompt with the passage: {e} (the question, passage or title)") from None
 
 
 @dataclass

@@ -76,6 +76,16 @@ class LlamaRunner:
                 )
         except (ValueError, RuntimeError) as e:
             raise SealqError(f"{model.path}: llama.cpp cannot load this model ({e})") from None
+        except Exception as e:  # noqa: BLE001  (llama-cpp-python compiles the GGUF's chat template: jinja2 errors)
+            import jinja2
+
+            what = "the GGUF's tokenizer.chat_template cannot format a chat" if isinstance(e, jinja2.TemplateError) \
+                else "llama-cpp-python cannot load this model"
+            raise SealqError(f"{model.path}: {what} ({type(e).__name__}: {e})") from None
+        self._formatter = self._chat_formatter()
+        # every chat goes through this one formatter: llama-cpp-python would otherwise pick a built-in
+        # format by matching the template text (chatml, llama-3, ...) or fall back to llama-2's
+        self.llm.chat_handler = self._formatter.to_chat_handler()
         self._loaded: dict[str, object] = {}  # path -> llama_adapter_lora_p
         self.active: tuple[tuple[str, float], ...] = ()  # (resolved path, scale) attached now
         self.policy: tuple[tuple[str, float], ...] = ()  # always attached under the others (ReST-EM)
@@ -117,19 +127,52 @@ class LlamaRunner:
         self.clear_cache()
         return out
 
-    def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of ``messages`` rendered with the model's chat template plus the assistant header,
-        exactly the prompt :meth:`chat` evaluates (same template, same special-token handling)."""
+    def _chat_formatter(self):
+        """The one chat formatter of this model: the GGUF's ``tokenizer.chat_template`` (Jinja), its EOS and
+        BOS texts, generation stopped at EOS (llama-cpp-python's own ``chat_template.default`` handler).
+
+        Raises:
+            SealqError: the GGUF has no chat template (older converters, base models). sealq does not guess
+                one: a wrong format makes a chat model answer nonsense without any error.
+        """
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llm = self.llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise SealqError(f"{self.model.path}: the GGUF has no tokenizer.chat_template; sealq formats every "
+                             "prompt with the model's own chat template (use an instruct/chat GGUF that has one)")
         eos, bos = llm.token_eos(), llm.token_bos()
-        fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
-                                  eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-                                  bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-                                  add_generation_prompt=True)
-        out = fmt(messages=messages)
-        return llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True)
+        try:
+            formatter = Jinja2ChatFormatter(template=template,
+                                            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                                            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+                                            add_generation_prompt=True, stop_token_ids=[eos])
+            # the conversations sealq builds: a user turn, and user / assistant / user (the directive turn)
+            formatter(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                {"role": "user", "content": "c"}])
+        except Exception as e:  # noqa: BLE001  (jinja2 raises TemplateSyntaxError, UndefinedError, TemplateError...)
+            raise SealqError(f"{self.model.path}: the GGUF's tokenizer.chat_template cannot format a chat "
+                             f"({type(e).__name__}: {e})") from None
+        return formatter
+
+    def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of ``messages`` rendered with the model's chat template plus the assistant header,
+        exactly the prompt :meth:`chat` evaluates (same formatter, same special-token handling)."""
+        out = self._formatter(messages=messages)
+        return self.llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True)
+
+    def check_fits(self, messages: list[dict], max_tokens: int) -> int:
+        """Tokens ``messages`` need with ``max_tokens`` to generate; raises if over the context window.
+
+        Raises:
+            SealqError: prompt + budget exceeds :attr:`n_ctx` (llama.cpp would raise mid-generation).
+        """
+        need = len(self.chat_prompt_ids(messages)) + max_tokens
+        if need > self.n_ctx:
+            raise SealqError(f"the prompt needs {need} tokens ({max_tokens} to generate) but the context window "
+                             f"is {self.n_ctx}: shorten it")
+        return need
 
     def completion_ids(self, text: str) -> list[int]:
         """Token ids of an assistant reply ``text`` followed by the end-of-turn token (for SFT targets)."""
