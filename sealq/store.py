@@ -16,7 +16,8 @@ from sqlite_utils import Migrations
 
 from sealq.errors import SealqError
 
-__all__ = ["resolve_workspace", "open_db", "utc_now", "migrations", "DB_NAME", "find_run", "RunLock"]
+__all__ = ["resolve_workspace", "open_db", "utc_now", "migrations", "DB_NAME", "find_run", "RunLock", "run_status",
+           "workspace_of", "RESUMABLE", "resume_command"]
 
 DB_NAME = "runs.db"
 
@@ -351,3 +352,35 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+#: Statuses ``sealq loop --resume RUN`` continues (a ``done`` run is complete, a ``running`` one is being written).
+RESUMABLE = ("failed", "interrupted", "dead")
+
+
+def resume_command(run_id: str) -> str:
+    """The command that continues a run: ``sealq loop --resume RUN``."""
+    return f"sealq loop --resume {run_id}"
+
+
+def workspace_of(db: sqlite_utils.Database) -> Path | None:
+    """The workspace folder of an open ``runs.db`` (None for an in-memory database)."""
+    row = db.execute("pragma database_list").fetchone()
+    return Path(row[2]).parent if row and row[2] else None
+
+
+def run_status(db: sqlite_utils.Database, row: dict) -> str:
+    """The status every view shows (``sealq runs``, ``show``, ``report``): the recorded one, except ``dead``
+    for a run recorded as ``running`` whose lock no process holds (it was killed or crashed; the kernel
+    dropped its lock).
+
+    Args:
+        db: the run's ``runs.db`` (its folder is the workspace that holds the lock files).
+        row: the run's row of ``runs`` (``id`` and ``status``).
+    """
+    if row["status"] != "running":
+        return row["status"]
+    ws = workspace_of(db)
+    if ws is None or RunLock(ws, row["id"]).held_by_other():
+        return "running"
+    return "dead"

@@ -16,8 +16,10 @@ def test_runs_lists_the_run(cli_run):
     (row,) = json.loads(_invoke("runs", "--workspace", str(ws), "--json").stdout)
     assert row["id"] == summary["run_id"] and row["status"] == "done" and row["passages"] == 1 and row["k"] == 2
     assert row["best_of_k"] == summary["conditions"]["best_of_k"]["contains"]
+    assert row["status_text"] == "done" and row["resume"] is None and row["duration_ms"] > 0 and row["duration"]
     table = _invoke("runs", "--workspace", str(ws)).stdout
-    assert summary["run_id"] in table and "smollm2-135m" in table
+    assert summary["run_id"] in table and "smollm2-135m" in table and row["duration"] in table
+    assert "--resume" not in table  # a done run needs no hint
 
 
 def test_show_gives_every_self_edit(cli_run):
@@ -27,8 +29,15 @@ def test_show_gives_every_self_edit(cli_run):
     assert p["title"] == "Varnholt Lighthouse" and p["baseline"] == 0.0 and len(p["self_edits"]) == 2
     assert sum(e["best"] for e in p["self_edits"]) == 1
     assert {"epochs", "lr", "rank"} == set(p["self_edits"][0]["directive"])
+    run = detail["run"]
+    assert run["status"] == "done" and run["resume"] is None and run["passages"] == 1 and run["k"] == 2
+    assert run["self_edits"] == summary["self_edits"] and run["skipped"] == summary["skipped"]
+    assert run["directive_fallbacks"] == summary["directive_fallbacks"]
     text = _invoke("show", "latest", "--workspace", str(ws)).stdout
     assert "Varnholt Lighthouse" in text and "implications" in text
+    head = text.splitlines()
+    assert head[0].startswith(f"run {summary['run_id']} (loop, smollm2-135m): done")
+    assert head[1].startswith("1 passage, 5 questions, K=2, ") and run["edits_text"] in head[1]
 
 
 def test_ask_with_the_learned_adapter_differs_from_the_base(cli_run):

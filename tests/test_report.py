@@ -36,6 +36,7 @@ def test_html_is_self_contained_with_every_section(report):
 
 def test_markdown_twin_and_pngs(report):
     md = report.with_suffix(".md").read_text()
+    assert "| status | done |" in md and "--resume" not in md  # a done run: no note, no hint
     pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     assert len(pngs) == 4
     for p in pngs:

@@ -33,27 +33,22 @@ def _run_id(db, run: str) -> str:
 @_workspace
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def runs(workspace, as_json):
-    """List runs: id, when, model, data, passages, K, status, headline accuracy (contains).
+    """List runs: id, when, model, data, passages, K, status, duration, headline accuracy (contains).
 
     Status is running, done, failed, interrupted (Ctrl-C) or dead (recorded as running but no process
     holds its lock: killed or crashed); `sealq loop --resume RUN` continues the last three.
     """
-    from sealq.store import RunLock
+    from sealq.engine.summary import run_overview
 
     db = _db(workspace)
-    ws = Path(db.conn.execute("pragma database_list").fetchone()[2]).parent
     rows = []
     for r in db.query("select * from runs order by id desc"):
-        if r["status"] == "running" and not RunLock(ws, r["id"]).held_by_other():
-            r["status"] = "dead"  # its process is gone (killed, crashed): `sealq loop --resume` continues it
-        cfg = json.loads(r["config_json"] or "{}")
-        summary = json.loads(r["summary_json"] or "null") or {}
-        cond = summary.get("conditions", {})
+        o = run_overview(db, r)
+        cond = o["conditions"]
         rows.append({
-            "id": r["id"], "started_utc": r["started_utc"], "status": r["status"], "model": r["model_name"],
-            "data": r["data_path"], "passages": summary.get("passages", db.execute(
-                "select count(*) from passages where run_id = ?", [r["id"]]).fetchone()[0]),
-            "k": cfg.get("selfedit", {}).get("k"), "duration_ms": r["duration_ms"],
+            "id": o["id"], "started_utc": o["started_utc"], "status": o["status"], "status_text": o["status_text"],
+            "resume": o["resume"], "model": o["model"], "data": o["data"], "passages": o["passages"], "k": o["k"],
+            "duration_ms": o["duration_ms"], "duration": o["duration"],
             "no_context": cond.get("no_context", {}).get("contains"),
             "mean_self_edit": cond.get("mean_self_edit", {}).get("contains"),
             "best_of_k": cond.get("best_of_k", {}).get("contains"),
@@ -64,20 +59,28 @@ def runs(workspace, as_json):
     from rich.console import Console
     from rich.table import Column, Table
 
-    t = Table(Column("id", no_wrap=True, min_width=26), Column("started (UTC)", no_wrap=True), "status", "model",
-              "data", "passages", "K", "baseline", "mean self-edit", "best-of-K",
-              caption="accuracy: contains, no passage in the prompt")
+    t = Table(Column("id", no_wrap=True, min_width=26), Column("started (UTC)", no_wrap=True), "status",
+              Column("model", no_wrap=True),
+              "data", "passages", "K", Column("duration", no_wrap=True), "baseline", "mean self-edit", "best-of-K",
+              caption="accuracy: contains, no passage in the prompt (of a run that is not done: what it recorded so far)")
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for r in rows:
         data = r["data"] if r["data"].startswith("(") else Path(r["data"]).name
         t.add_row(r["id"], r["started_utc"][:16].replace("T", " "), r["status"], r["model"], data, str(r["passages"]),
-                  str(r["k"]), fmt(r["no_context"]), fmt(r["mean_self_edit"]), fmt(r["best_of_k"]))
-    Console(width=max(Console().width, 140)).print(t)
+                  str(r["k"]), r["duration"], fmt(r["no_context"]), fmt(r["mean_self_edit"]), fmt(r["best_of_k"]))
+    console = Console(width=max(Console().width, 160))
+    console.print(t)
+    for r in rows:
+        if r["resume"]:
+            console.print(f"run {r['id']}: {r['status_text']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def run_detail(db, run_id: str) -> dict:
-    """Per passage: baseline and ceiling accuracy, each self-edit (type, directive, reward), the best pick."""
-    out = {"run_id": run_id, "passages": []}
+    """The run as a whole (:func:`sealq.engine.summary.run_overview`: status, how to continue it, counts)
+    and per passage: baseline and ceiling accuracy, each self-edit (type, directive, reward), the best pick."""
+    from sealq.engine.summary import directive_fallbacks, run_overview
+
+    out = {"run_id": run_id, "run": run_overview(db, run_id), "passages": []}
     for p in db.query("select * from passages where run_id = ? order by round, split = 'train', idx", [run_id]):
         acc = {c: db.execute(
             """select avg(a.contains) from answers a join questions q on q.id = a.question_id
@@ -85,11 +88,14 @@ def run_detail(db, run_id: str) -> dict:
             for c in ("no_context", "with_context")}
         edits = []
         for s in db.query("select * from self_edits where passage_id = ? order by seed_idx, sample_idx", [p["id"]]):
+            fallbacks = directive_fallbacks(s)
             edits.append({
                 "id": s["id"], "sample": s["sample_idx"], "source": s["source"], "seed": s["seed_idx"],
                 "edit_type": s["edit_type"], "status": s["status"],
                 "n_items": s["n_items"], "directive": json.loads(s["directive_json"]),
                 "directive_raw": s["directive_raw"], "fallbacks": json.loads(s["directive_fallback_json"]),
+                # fields that fell back to the default; null: no model-written directive was asked for
+                "directive_fallbacks": fallbacks,
                 "accuracy": s["accuracy"], "reward": s["reward"], "best": bool(s["is_best"]), "text": s["text"],
             })
         out["passages"].append({"idx": p["idx"], "round": p["round"], "split": p["split"], "title": p["title"],
@@ -103,7 +109,7 @@ def run_detail(db, run_id: str) -> dict:
 @_workspace
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def show(run, workspace, as_json):
-    """Show one run (id, unique prefix, or 'latest'): per passage, baseline and every self-edit."""
+    """Show one run (id, unique prefix, or 'latest'): its status, then per passage, baseline and every self-edit."""
     db = _db(workspace)
     detail = run_detail(db, _run_id(db, run))
     if as_json:
@@ -113,17 +119,26 @@ def show(run, workspace, as_json):
     from rich.table import Table
 
     console = Console(width=max(Console().width, 110))
+    o = detail["run"]
+    plain = dict(markup=False, highlight=False, soft_wrap=True)
+    console.print(f"run {o['id']} ({o['command']}, {o['model']}): {o['status_text']}", **plain)
+    n = lambda x, word: f"{x} {word}" + ("" if x == 1 else "s")  # noqa: E731
+    console.print(f"{n(o['passages'], 'passage')}, {n(o['questions'], 'question')}, K={o['k']}, {o['duration']}; "
+                  f"{o['edits_text']}", **plain)
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731  (a dead run may lack a ceiling)
     for p in detail["passages"]:
         where = "" if p["split"] == "all" else f"round {p['round']} {p['split']} "
-        t = Table(title=f"{where}[{p['idx']}] {p['title']}: baseline {p['baseline']:.2f}, ceiling {p['ceiling']:.2f} "
+        t = Table(title=f"{where}[{p['idx']}] {p['title']}: baseline {fmt(p['baseline'])}, ceiling {fmt(p['ceiling'])} "
                         f"({p['questions']} questions)", title_justify="left")
         for col in ("K", "type", "items", "directive", "fallback", "accuracy", "reward", "best"):
             t.add_column(col)
         for e in p["self_edits"]:
             d = e["directive"]
             sample = str(e["sample"]) if e["source"] == "model" else e["source"]
-            # "all": fixed settings (--directives off, or a passage-only/teacher row), not a parse failure
-            fallbacks = "fixed" if "all" in e["fallbacks"] else ", ".join(e["fallbacks"]) or "-"
+            if e["directive_fallbacks"] is not None:
+                fallbacks = ", ".join(e["directive_fallbacks"]) or "-"
+            else:  # fixed settings (--directives off, a passage-only/teacher row), or skipped: none was asked for
+                fallbacks = "fixed" if "all" in e["fallbacks"] or e["source"] != "model" else "-"
             t.add_row(sample, e["edit_type"], str(e["n_items"]),
                       f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']}", fallbacks,
                       f"{e['accuracy']:.2f}", f"{e['reward']:+.2f}" + (" (skipped)" if e["status"] != "ok" else ""),
@@ -168,6 +183,10 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     if adapter:
         runner.set_adapters([(adapter, 1.0)])
     msgs = qa_messages(Passage("", ""), Question(question, ("",)), with_context=False)
+    try:
+        runner.check_fits(msgs, max_tokens)
+    except SealqError as e:
+        raise SealqError(f"the question: {e}") from None
     click.echo(runner.chat(msgs, max_tokens=max_tokens).text.strip())
 
 
@@ -188,8 +207,11 @@ def report(run, output, workspace):
     out = Path(output) if output else resolve_workspace(workspace) / "runs" / run_id / "report.html"
     if out.suffix.lower() == ".md":
         raise SealqError(f"{out}: give the HTML file name; the Markdown twin is written beside it")
+    rep = build_report(db, run_id)
     try:
-        html_path, md_path = build_report(db, run_id).write(out)
+        html_path, md_path = rep.write(out)
     except OSError as e:
         raise SealqError(f"{out}: cannot write report ({e.strerror or e})") from None
     click.echo(f"wrote {html_path} and {md_path}")
+    if rep.note:
+        click.echo(rep.note)

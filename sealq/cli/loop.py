@@ -53,7 +53,7 @@ def print_summary(summary: dict, console, db_path: str) -> None:
     """The rich summary table of a run."""
     from rich.table import Table
 
-    from sealq.engine.summary import CONDITIONS
+    from sealq.engine.summary import CONDITIONS, describe_edits
 
     c = summary["conditions"]
     table = Table(title=f"run {summary['run_id']}: {summary['passages']} passages, {summary['questions']} questions, "
@@ -68,7 +68,7 @@ def print_summary(summary: dict, console, db_path: str) -> None:
     console.print(table)
     console.print(
         f"mean reward per self-edit {summary['mean_reward']:+.3f} (passages weigh equally), best-of-K reward {summary['best_reward']:+.3f} (contains gain); "
-        f"{summary['skipped']} self-edits skipped, {summary['directive_fallbacks']} directives had a field fall back to the default"
+        + describe_edits(summary)  # the same sentence as `sealq show` and the report's setup
     )
     console.print(f"recorded in {db_path}")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealq.engine.stats import cluster_bootstrap
-from sealq.engine.summary import CONDITIONS, scores_by_passage
+from sealq.engine.summary import CONDITIONS, edit_counts, results_scope, run_overview, scores_by_passage
 from sealq.errors import SealqError
 
 __all__ = ["build_report", "Report"]
@@ -30,6 +30,8 @@ class Report:
     html: str
     markdown: str
     figures: dict = field(default_factory=dict)
+    #: for a run that is not done: its status in words and how to continue it (the report says it too)
+    note: str | None = None
 
     def write(self, html_path: Path) -> tuple[Path, Path]:
         """Write ``html_path``, ``html_path.with_suffix('.md')`` and the Markdown's PNGs beside it."""
@@ -150,22 +152,23 @@ def build_report(db, run_id: str) -> Report:
     run = db["runs"].get(run_id)
     config = json.loads(run["config_json"])
     rounds = config.get("rounds") or 0
+    overview = run_overview(db, run)
     # a ReST-EM run: the results are the last round's held-out passages; every round is in its own table
-    scores = scores_by_passage(db, run_id, round=rounds, split="holdout") if rounds else scores_by_passage(db, run_id)
+    scores = scores_by_passage(db, run_id, **results_scope(config))
     if not scores["no_context"]:
-        raise SealqError(f"run {run_id} has no recorded passages to report on")
+        raise SealqError(f"run {run_id} has no recorded passages to report on"
+                         + (f" (it is {overview['status_text']})" if overview["status"] != "done" else ""))
     intervals = {c: {m: cluster_bootstrap([[g[i] for g in p] for p in scores[c]]) for i, m in enumerate(("contains", "em", "f1"))}
                  for c in scores}
     figs = _figures(db, run_id, intervals)
-    n_pass = len(scores["no_context"])
-    n_q = sum(len(p) for p in scores["no_context"])
-    by_type = list(db.query(
-        """select edit_type, count(*) n, avg(reward) mean_reward, sum(is_best) best, sum(status = 'skipped') skipped,
-                  sum(directive_fallback_json != '{}' and json_extract(directive_fallback_json, '$.all') is null) fallbacks
-           from self_edits where run_id = ? group by edit_type order by mean_reward desc""", [run_id]))
+    n_pass, n_q = overview["passages"], overview["questions"]
+    # every self-edit of the run, passage-only and teacher rows included, all rounds
+    by_type = edit_counts(db, run_id, by_type=True, model_only=False)
     examples = [("Best self-edit", _example(db, run_id, "desc")), ("Worst self-edit", _example(db, run_id, "asc"))]
     widths = [intervals[c]["contains"].high - intervals[c]["contains"].low for c in intervals]
     dc = config["train"]["default"]
+    note = None if overview["status"] == "done" else (
+        f"run {run_id} is {overview['status_text']}. The figures below cover only what it recorded so far.")
 
     setup = [
         ("run", run_id), ("model", f"{run['model_name']} ({run['model_path']}, sha256 {run['model_sha256'][:12]}…)"),
@@ -173,13 +176,14 @@ def build_report(db, run_id: str) -> Report:
         ("self-edits per passage (K)", str(config["selfedit"]["k"])),
         ("edit types", ", ".join(config["selfedit"]["edit_types"])),
         ("directives", f"{config['selfedit']['directives']} (default epochs={dc['epochs']}, lr={dc['lr']:g}, rank={dc['rank']})"),
-        ("seed", str(run["seed"])), ("status", run["status"]),
-        ("duration", f"{(run['duration_ms'] or 0) / 60000:.1f} min"),
+        ("self-edits" + (" (last round, held out)" if rounds else ""), overview["edits_text"]),
+        ("seed", str(run["seed"])), ("status", overview["status_text"]),
+        ("duration", overview["duration"]),
     ]
     results = [(CONDITIONS[c], *[f"{intervals[c][m].estimate:.3f} [{intervals[c][m].low:.3f}, {intervals[c][m].high:.3f}]"
                                  for m in ("contains", "em", "f1")]) for c in CONDITIONS if c in intervals]
-    types = [(r["edit_type"], str(r["n"]), f"{r['mean_reward']:+.3f}", str(r["best"]), str(r["skipped"]), str(r["fallbacks"]))
-             for r in by_type]
+    types = [(r["edit_type"], str(r["self_edits"]), f"{r['mean_reward']:+.3f}", str(r["best"]), str(r["skipped"]),
+              str(r["directive_fallbacks"])) for r in by_type]
     limitations = [
         f"Model size: a 135M-parameter model; its answers are long and often wrong even with the passage in the "
         f"prompt (ceiling {intervals['with_context']['contains'].estimate:.2f}).",
@@ -241,6 +245,7 @@ def build_report(db, run_id: str) -> Report:
               ".forEach(function(i){if(i.complete&&i.naturalWidth>0)n++});document.body.dataset.figuresLoaded=n;});")
     body = [
         f"<h1>sealq report — run {run_id}</h1>",
+        *([f'<p class="note"><strong>{html.escape(note)}</strong></p>'] if note else []),
         "<h2>Setup</h2>", table(["", ""], setup),
         "<h2>Results</h2><p>Contains accuracy, exact match and F1 with 95% bootstrap intervals (passages resampled). "
         "All answers are given without the passage except the ceiling.</p>",
@@ -263,7 +268,7 @@ def build_report(db, run_id: str) -> Report:
                          + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]) + "\n"
 
     stem = "{stem}_files"
-    md = [f"# sealq report — run {run_id}\n", "## Setup\n", md_table(["", ""], setup), "## Results\n",
+    md = [f"# sealq report — run {run_id}\n", *([f"**{note}**\n"] if note else []), "## Setup\n", md_table(["", ""], setup), "## Results\n",
           md_table(["condition", "contains", "EM", "F1"], results), f"![accuracy per condition]({stem}/accuracy.png)\n",
           *(["## ReST-EM rounds\n", md_table(round_head, round_rows)] if round_rows else []),
           "## Which edits worked\n", md_table(["edit type", "self-edits", "mean reward", "best picks", "skipped", "directive fallbacks"], types),
@@ -278,4 +283,4 @@ def build_report(db, run_id: str) -> Report:
                         [(q["question"], " / ".join(q["gold"]), q["before"] or "", q["after"] or "", "yes" if q["correct"] else "no")
                          for q in ex["qa"]])]
     md += ["## Limitations\n", *[f"- {x}" for x in limitations], ""]
-    return Report(page, "\n".join(md), figs)
+    return Report(page, "\n".join(md), figs, note)

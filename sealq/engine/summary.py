@@ -11,11 +11,20 @@ All accuracies are micro-averages over questions (each question counts once per 
 * ``best_of_k``: per passage, the answers of the self-edit with the highest reward (a skipped self-edit
   is a candidate with reward 0 and the baseline answers). The pick is made on the same questions it is
   scored on, so it is an oracle upper bound, not a held-out estimate.
+
+Every figure the views show about a run (``sealq loop``'s closing lines and ``--json``, ``sealq runs``,
+``sealq show``, ``sealq report``) is derived here, once: the status (:func:`sealq.store.run_status`)
+and how to continue the run, the duration, the passage and question counts, the self-edit counts
+(:func:`edit_counts`: self-edits, skipped, directive fallbacks) and the headline accuracies
+(:func:`run_overview`).
 """
 
 from __future__ import annotations
 
-__all__ = ["summarize", "scores_by_passage", "CONDITIONS", "CORE_CONDITIONS", "METRICS"]
+import json
+
+__all__ = ["summarize", "scores_by_passage", "CONDITIONS", "CORE_CONDITIONS", "METRICS", "directive_fallbacks",
+           "edit_counts", "results_scope", "format_duration", "describe_edits", "describe_status", "run_overview"]
 
 METRICS = ("contains", "em", "f1")
 
@@ -88,14 +97,165 @@ def scores_by_passage(db, run_id: str, round: int | None = None, split: str | No
     return {c: v for c, v in out.items() if len(v) == len(passages) and (v or c in CORE_CONDITIONS)}
 
 
+def directive_fallbacks(edit: dict) -> list[str] | None:
+    """The directive fields of one self-edit that fell back to the default (``[]``: the model's directive
+    parsed whole), or None when no model-written directive was asked for: fixed settings (``--directives
+    off``, a passage-only or teacher row, recorded as ``{"all": ...}``) or a skipped self-edit (no usable
+    items: nothing was trained, no directive was generated). The one definition every count and view uses.
+
+    Args:
+        edit: a ``self_edits`` row (``source``, ``status``, ``directive_fallback_json`` as text or dict).
+    """
+    fb = edit["directive_fallback_json"]
+    fb = json.loads(fb or "{}") if isinstance(fb, str) else (fb or {})
+    if edit["source"] != "model" or edit["status"] != "ok" or "all" in fb:
+        return None
+    return list(fb)
+
+
+def edit_counts(db, run_id: str, round: int | None = None, split: str | None = None, *,
+                by_type: bool = False, model_only: bool = True):
+    """Self-edit counts of a run (or one round and split of it), computed in one place for every view.
+
+    Returns:
+        ``{"self_edits", "skipped", "directive_fallbacks", "best", "mean_reward"}`` (``directive_fallbacks``:
+        self-edits whose model-written directive had a field fall back to the default, see
+        :func:`directive_fallbacks`; ``mean_reward`` None without self-edits), or with ``by_type`` one such
+        dict per edit type (plus ``"edit_type"``), highest mean reward first. ``model_only``: sampled
+        self-edits only (``source = 'model'``), as in :func:`summarize`; else passage-only and teacher rows too.
+    """
+    extra, params = _where(round, split)
+    rows = list(db.query(
+        f"""select edit_type, source, status, reward, is_best, directive_fallback_json from self_edits
+            where passage_id in (select id from passages where run_id = ?{extra})
+            {"and source = 'model'" if model_only else ""} order by id""", [run_id, *params]))
+
+    def count(group):
+        rewards = [r["reward"] for r in group if r["reward"] is not None]
+        return {"self_edits": len(group), "skipped": sum(r["status"] == "skipped" for r in group),
+                "directive_fallbacks": sum(bool(directive_fallbacks(r)) for r in group),
+                "best": sum(bool(r["is_best"]) for r in group),
+                "mean_reward": sum(rewards) / len(rewards) if rewards else None}
+
+    if not by_type:
+        return count(rows)
+    types = {}
+    for r in rows:
+        types.setdefault(r["edit_type"], []).append(r)
+    out = [{"edit_type": t, **count(g)} for t, g in types.items()]
+    return sorted(out, key=lambda c: -(c["mean_reward"] if c["mean_reward"] is not None else float("-inf")))
+
+
+def results_scope(config: dict) -> dict:
+    """Which passages a run's results are over: all of them, or for a ReST-EM run the last round's
+    held-out passages (``{"round": R, "split": "holdout"}``); pass as keywords to :func:`summarize`."""
+    rounds = config.get("rounds") or 0
+    return {"round": rounds, "split": "holdout"} if rounds else {"round": None, "split": None}
+
+
+def format_duration(ms: int | None) -> str:
+    """A run's wall time as the views print it: ``42 s``, ``3.5 min``, ``2 h 05 min``."""
+    s = (ms or 0) / 1000
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def describe_edits(counts: dict) -> str:
+    """The self-edit sentence of every view: skipped self-edits and, when the model wrote directives,
+    how many had a field fall back to the default (``counts``: :func:`summarize` or :func:`run_overview`)."""
+    out = f"{_n(counts['self_edits'], 'self-edit')}, {counts['skipped']} skipped"
+    if counts.get("directives") == "off":
+        return out + "; directives off: every adapter trained with the default directive"
+    n = counts["directive_fallbacks"]
+    return out + f"; {n} of the model-written directives had a field fall back to the default"
+
+
+def describe_status(run_id: str, status: str, error: str | None = None) -> str:
+    """The status of a run in words, with how to continue it when it stopped before the end."""
+    from sealq.store import RESUMABLE, resume_command
+
+    what = {
+        "done": "done",
+        "running": "running (a live process holds its lock)",
+        "dead": "dead: recorded as running, but no process holds its lock (killed or crashed)",
+        "interrupted": "interrupted (Ctrl-C)",
+        "failed": "failed" + (f" ({error.splitlines()[0][:200]})" if error else ""),
+    }.get(status, status)
+    if status in RESUMABLE:
+        what += f"; continue it with `{resume_command(run_id)}`"
+    return what
+
+
+def run_overview(db, run) -> dict:
+    """Everything the views say about a run as a whole, derived once (``sealq runs`` rows, the header of
+    ``sealq show``, the setup of ``sealq report``).
+
+    Args:
+        db: the open ``runs.db``.
+        run: a run id or its ``runs`` row.
+
+    Returns:
+        ``id``, ``command``, ``started_utc``, ``finished_utc``, ``status`` (:func:`sealq.store.run_status`:
+        ``dead`` for a killed run), ``status_text`` (:func:`describe_status`), ``resume`` (the command that
+        continues the run, None unless it is failed, interrupted or dead), ``resumes``, ``duration_ms``,
+        ``duration``, ``model``, ``data``, ``k``, ``directives``, ``rounds``, ``passages`` and ``questions``
+        (over the results' passages, :func:`results_scope`), the :func:`edit_counts` over them, ``edits_text``
+        (:func:`describe_edits`) and ``conditions`` (as in :func:`summarize`: the stored summary of a done
+        run, else computed from what is recorded so far).
+    """
+    from sealq.store import RESUMABLE, resume_command, run_status
+
+    row = db["runs"].get(run) if isinstance(run, str) else run
+    config = json.loads(row["config_json"] or "{}")
+    status = run_status(db, row)
+    scope = results_scope(config)
+    stored = json.loads(row["summary_json"] or "null") if row["status"] == "done" else None
+    summary = stored if stored and "conditions" in stored else summarize(db, row["id"], **scope)
+    counts = edit_counts(db, row["id"], **scope)
+    out = {
+        "id": row["id"], "command": row["command"], "started_utc": row["started_utc"],
+        "finished_utc": row["finished_utc"], "status": status,
+        "status_text": describe_status(row["id"], status, row["error"]),
+        "resume": resume_command(row["id"]) if status in RESUMABLE else None, "resumes": row["resumes"] or 0,
+        "duration_ms": row["duration_ms"], "duration": format_duration(row["duration_ms"]),
+        "model": row["model_name"], "data": row["data_path"], "k": config.get("selfedit", {}).get("k"),
+        "directives": config.get("selfedit", {}).get("directives"), "rounds": config.get("rounds") or 0,
+        "passages": _count_passages(db, row["id"], **scope), "questions": _count_questions(db, row["id"], **scope),
+        **{k: counts[k] for k in ("self_edits", "skipped", "directive_fallbacks")},
+        "conditions": summary["conditions"],
+    }
+    out["edits_text"] = describe_edits(out)
+    return out
+
+
+def _count_passages(db, run_id: str, round=None, split=None) -> int:
+    extra, params = _where(round, split)
+    return db.execute(f"select count(*) from passages where run_id = ?{extra}", [run_id, *params]).fetchone()[0]
+
+
+def _count_questions(db, run_id: str, round=None, split=None) -> int:
+    extra, params = _where(round, split)
+    return db.execute(f"select count(*) from questions where passage_id in "
+                      f"(select id from passages where run_id = ?{extra})", [run_id, *params]).fetchone()[0]
+
+
 def summarize(db, run_id: str, round: int | None = None, split: str | None = None) -> dict:
     """Summarize one run (or, for a ReST-EM run, one round and split of it).
 
     Returns:
-        ``{"run_id", "passages", "questions", "self_edits", "skipped", "directive_fallbacks",
+        ``{"run_id", "passages", "questions", "self_edits", "skipped", "directive_fallbacks", "directives",
         "conditions": {name: {"n", "contains", "em", "f1"}}, "mean_reward", "best_reward"}``; rewards
-        and counts are over sampled self-edits (``source = 'model'``) only; ``n`` is the number of
-        questions graded.
+        and counts are over sampled self-edits (``source = 'model'``) only (:func:`edit_counts`; a
+        directive fallback is a model-written directive with a field that fell back to the default, never
+        fixed settings such as ``--directives off``); ``directives`` is the run's ``--directives`` mode;
+        ``n`` is the number of questions graded.
     """
     extra, params = _where(round, split)
     conditions = {}
@@ -104,20 +264,19 @@ def summarize(db, run_id: str, round: int | None = None, split: str | None = Non
         n = len(grades)
         conditions[name] = {"n": n, **{m: (sum(g[i] for g in grades) / n if n else 0.0) for i, m in enumerate(METRICS)}}
     scope = f"passage_id in (select id from passages where run_id = ?{extra})"
-    counts = db.execute(
-        f"""select count(*), sum(status = 'skipped'), sum(directive_fallback_json != '{{}}'), avg(reward)
-           from self_edits where {scope} and source = 'model'""",
-        [run_id, *params],
-    ).fetchone()
+    counts = edit_counts(db, run_id, round, split)
     best = db.execute(f"select avg(reward) from self_edits where {scope} and is_best = 1", [run_id, *params]).fetchone()
+    row = db.execute("select config_json from runs where id = ?", [run_id]).fetchone()
+    config = json.loads((row and row[0]) or "{}")
     return {
         "run_id": run_id,
-        "passages": db.execute(f"select count(*) from passages where run_id = ?{extra}", [run_id, *params]).fetchone()[0],
+        "passages": _count_passages(db, run_id, round, split),
         "questions": conditions["no_context"]["n"],
-        "self_edits": counts[0] or 0,
-        "skipped": counts[1] or 0,
-        "directive_fallbacks": counts[2] or 0,
-        "mean_reward": counts[3] or 0.0,
+        "self_edits": counts["self_edits"],
+        "skipped": counts["skipped"],
+        "directive_fallbacks": counts["directive_fallbacks"],
+        "directives": config.get("selfedit", {}).get("directives", "model"),
+        "mean_reward": counts["mean_reward"] or 0.0,
         "best_reward": best[0] or 0.0,
         "conditions": conditions,
     }
