@@ -209,15 +209,49 @@ def test_refused_variants(hf_model, f32_runner, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     for patch, message in [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
                            ({"peft_type": "IA3"}, "not LORA"), ({"lora_bias": True}, "lora_bias"),
-                           ({"r": None}, "r"), ({"rank_pattern": {"q_proj(": 4}}, "invalid r"),
+                           ({"r": None}, "r"), ({"rank_pattern": {"q_proj(": 4}}, "rank_pattern key .q_proj\\(. is not a regular expression"),
                            ({"r": 0}, "PEFT rejects"), ({"layer_replication": [[0, 4], [2, 6]]}, "layer_replication"),
                            ({"trainable_token_indices": [1, 2]}, "trainable_token_indices"),
                            ({"target_modules": "q_proj", "layers_to_transform": [0]}, "PEFT rejects"),
                            ({"alora_invocation_tokens": [5, 6]}, "activated LoRA"),
-                           ({"target_parameters": ["mlp.experts.down_proj"]}, "target_parameters")]:
+                           ({"target_parameters": ["mlp.experts.down_proj"]}, "target_parameters"),
+                           # values PEFT's config accepts but its layers (or float32) cannot take
+                           ({"r": float("inf")}, "r must be a positive integer, got inf"),
+                           ({"r": "4"}, "r must be a positive integer, got '4'"),
+                           ({"r": 4.5}, "r must be a positive integer"),
+                           ({"rank_pattern": ["q_proj"]}, "rank_pattern must be an object"),
+                           ({"lora_alpha": "16"}, "lora_alpha must be a finite number"),
+                           ({"lora_alpha": True}, "lora_alpha must be a finite number"),
+                           ({"lora_alpha": 1e39}, "float32 can hold"),
+                           ({"lora_alpha": 1e-50}, "float32 can hold"),  # would round to 0 = "no alpha"
+                           ({"alpha_pattern": {"q_proj": float("nan")}}, "alpha_pattern\\['q_proj'\\] must be"),
+                           # a config that contradicts the weights: PEFT would drop the LoRA
+                           ({"target_modules": ["v_proj"]}, "does not target"),
+                           ({"layers_to_transform": [0]}, "model.layers.1.self_attn.q_proj, which adapter_config.json does not target")]:
         cfg_path.write_text(json.dumps({**cfg, **patch}))
         with pytest.raises(SealqError, match=message):
             _convert(tmp_path, f32_runner)
+    cfg_path.write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(SealqError, match="unreadable .RecursionError"):
+        _convert(tmp_path, f32_runner)
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(SealqError, match="is one of the input files"):  # would overwrite the base model
+        convert_peft_to_gguf(tmp_path / "peft", f32_runner.model.path, f32_runner.model.path)
+    with pytest.raises(SealqError, match="cannot write adapter"):  # a file where a folder is needed
+        convert_peft_to_gguf(tmp_path / "peft", tmp_path / "peft" / "adapter_config.json" / "a.gguf",
+                             f32_runner.model.path)
+
+
+def test_two_adapters_in_one_weights_file_are_refused(hf_model, f32_runner, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _random_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=6, r=4)
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    extra = {k.replace(".lora_A.weight", ".lora_A.other.weight"): v.clone() for k, v in tensors.items() if ".lora_A." in k}
+    save_file({**tensors, **extra}, str(weights))
+    with pytest.raises(SealqError, match="two lora_A tensors for model.layers.0.self_attn.q_proj"):
+        _convert(tmp_path, f32_runner)
 
 
 def test_embedding_target_and_mismatched_shapes_are_refused(hf_model, f32_runner, tmp_path):

@@ -171,8 +171,8 @@ def read_lora_config(adapter_dir: str | Path):
         raise SealqError(f"{adapter_dir}: no adapter_config.json (not a PEFT adapter folder)")
     try:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SealqError(f"{cfg_path}: unreadable ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise SealqError(f"{cfg_path}: unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict):
         raise SealqError(f"{cfg_path}: expected a JSON object")
     if str(raw.get("peft_type", "")).upper() != "LORA":
@@ -189,16 +189,46 @@ def read_lora_config(adapter_dir: str | Path):
         value = getattr(config, name, None)
         if value:
             raise SealqError(f"{adapter_dir}: " + message.format(value=value))
-    try:
-        for pattern in (*(config.rank_pattern or {}), *(config.alpha_pattern or {})):
-            re.compile(pattern)
-        ranks = [int(config.r), *(int(v) for v in (config.rank_pattern or {}).values())]
-        float(config.lora_alpha), [float(v) for v in (config.alpha_pattern or {}).values()]
-    except (TypeError, ValueError, re.error) as e:
-        raise SealqError(f"{cfg_path}: invalid r, lora_alpha, rank_pattern or alpha_pattern ({e})") from None
-    if min(ranks) <= 0:  # PEFT refuses it too, when it builds the layers
-        raise SealqError(f"{cfg_path}: PEFT rejects this config (r must be a positive integer, got {min(ranks)})")
+    _check_numbers(config, cfg_path)
     return config
+
+
+def _check_numbers(config, cfg_path: Path) -> None:
+    """The values PEFT needs to build the layers and sealq needs to write them: ``r`` and every
+    ``rank_pattern`` value a positive integer; ``lora_alpha`` and every ``alpha_pattern`` value a finite
+    number that float32 (the GGUF's alpha) holds, a nonzero one not rounding to 0 (llama.cpp would read
+    that 0 as "no alpha"); pattern keys regular expressions.
+
+    Raises:
+        SealqError: naming the field and its value.
+    """
+    for name in ("rank_pattern", "alpha_pattern"):
+        patterns = getattr(config, name)
+        if patterns is not None and not isinstance(patterns, dict):
+            raise SealqError(f"{cfg_path}: {name} must be an object (module pattern -> value), got {patterns!r}")
+        for key in patterns or {}:
+            try:
+                re.compile(key)
+            except re.error as e:
+                raise SealqError(f"{cfg_path}: {name} key {key!r} is not a regular expression ({e})") from None
+    ranks = {"r": config.r, **{f"rank_pattern[{k!r}]": v for k, v in (config.rank_pattern or {}).items()}}
+    for where, r in ranks.items():
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+            raise SealqError(f"{cfg_path}: PEFT rejects this config ({where} must be a positive integer, got {r!r})")
+    f32 = np.finfo(np.float32)
+    alphas = {"lora_alpha": config.lora_alpha, **{f"alpha_pattern[{k!r}]": v for k, v in (config.alpha_pattern or {}).items()}}
+    for where, a in alphas.items():
+        if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or abs(a) > f32.max
+                or (a != 0 and abs(a) < f32.tiny)):
+            raise SealqError(f"{cfg_path}: {where} must be a finite number float32 can hold, got {a!r}")
+
+
+def _targeted(config, module: str) -> bool:
+    """Whether PEFT, loading this config, would put a LoRA on ``module`` (PEFT's own
+    ``check_target_module_exists``: target_modules as a list or regex, layers_to_transform, exclude_modules)."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    return config.target_modules is None or bool(check_target_module_exists(config, module))
 
 
 def module_rank_alpha(config, module: str) -> tuple[int, float]:
@@ -266,6 +296,9 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
         raise SealqError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
     config = read_lora_config(adapter_dir)
     tensors = _read_weights(adapter_dir)
+    inputs = [Path(base_gguf), *(adapter_dir.iterdir())]
+    if out_path.exists() and any(out_path.resolve() == p.resolve() for p in inputs):
+        raise SealqError(f"{out_path}: is one of the input files (the base model or the adapter); choose another name")
     base = read_base_info(base_gguf)
     if base.architecture != "llama":
         raise SealqError(f"{base_gguf}: architecture {base.architecture!r} is not supported by the converter (llama only)")
@@ -288,7 +321,11 @@ def _lora_pairs(tensors: dict, adapter_dir: Path) -> dict[str, dict[str, np.ndar
             raise SealqError(f"{adapter_dir}: tensor {key!r} is not a LoRA A/B weight (unsupported adapter layout)")
         module = m.group("module")
         module = module[len(_PEFT_PREFIX):] if module.startswith(_PEFT_PREFIX) else module
-        pairs.setdefault(module, {})[m.group("ab")] = value
+        ab = pairs.setdefault(module, {})
+        if m.group("ab") in ab:
+            raise SealqError(f"{adapter_dir}: two lora_{m.group('ab')} tensors for {module} (several adapters in one "
+                             "file?); convert one adapter at a time")
+        ab[m.group("ab")] = value
     return pairs
 
 
@@ -303,6 +340,9 @@ def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adap
     leaf = module.rsplit(".", 1)[-1]
     if leaf not in _LLAMA_LINEAR:
         raise SealqError(f"{adapter_dir}: LoRA on {module!r} is not supported (only llama linear layers {', '.join(_LLAMA_LINEAR)})")
+    if not _targeted(config, module):
+        raise SealqError(f"{adapter_dir}: the weights hold a LoRA for {module}, which adapter_config.json does not "
+                         "target (target_modules, layers_to_transform, exclude_modules): PEFT would ignore it")
     gguf_name = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base.n_blocks).get_name(module)
     if gguf_name is None:
         raise SealqError(f"{adapter_dir}: module {module!r} has no GGUF name for this base ({base.n_blocks} blocks)")
@@ -320,7 +360,10 @@ def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adap
     r_config, _ = module_rank_alpha(config, module)
     if r_config != r:
         raise SealqError(f"{adapter_dir}: {module} has rank {r} but the config says {r_config}")
-    b = b * np.float32(peft_scale(config, module, r) / (alpha / r))
+    with np.errstate(over="ignore", invalid="ignore"):
+        b = b * np.float32(peft_scale(config, module, r) / (alpha / r))
+    if not np.isfinite(b).all():
+        raise SealqError(f"{adapter_dir}: {module}: lora_B times PEFT's scale overflows float32 (alpha too large)")
     if leaf == "q_proj":
         b = permute_rows(b, base.n_head)
     elif leaf == "k_proj":
@@ -333,10 +376,14 @@ def _write_adapter(tensors: list, out_path: Path, alpha: float, outtype: str, na
     """Write a llama-architecture GGUF LoRA adapter atomically (temporary file, fsync, rename)."""
     import gguf
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf", dir=out_path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf", dir=out_path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plainly created file (mkstemp makes it 0600)
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -360,7 +407,7 @@ def _write_adapter(tensors: list, out_path: Path, alpha: float, outtype: str, na
     except OSError as e:
         raise SealqError(f"{out_path}: cannot write adapter ({e.strerror or e})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
