@@ -163,6 +163,15 @@ CASES = [
         "{% for m in messages %}{% if m.role == 'assistant' %}{{ raise_exception('no assistant turns') }}"
         "{% endif %}{{ m.content }}{% endfor %}")],
      "cannot format a chat (ValueError: no assistant turns)"),
+    ("chat-template-renders-nothing", lambda t: ["loop", "--model", _with_chat_template("{% if false %}x{% endif %}")],
+     "tokenizer.chat_template leaves the user's message out of the prompt"),
+    ("chat-template-needs-history", lambda t: ["ask", "Q?", "--model", _with_chat_template(
+        "{% if messages|length == 1 %}{{ raise_exception('need history') }}{% endif %}"
+        "{% for m in messages %}{{ m.content }}{% endfor %}")],
+     "cannot format a chat (ValueError: need history)"),
+    ("ask-question-not-unicode", lambda t: ["ask", "caf\udce9?"], "the question is not valid UTF-8 text (surrogates not allowed at character 3)"),
+    ("ask-max-tokens-too-large-for-question", lambda t: ["ask", "Why? " * 600, "--max-tokens", "1024"],
+     "(or lower --max-tokens)"),
     ("no-chat-template-ask", lambda t: ["ask", "Q?", "--model", _without_chat_template()], NO_CHAT),
     ("k-zero", lambda t: ["loop", "--k", "0"], "--k must be at least 1, got 0"),
     ("k-negative", lambda t: ["eval", "--k", "-2"], "--k must be at least 1, got -2"),

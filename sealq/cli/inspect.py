@@ -157,6 +157,7 @@ def show(run, workspace, as_json):
 def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     """Answer QUESTION (greedy, no passage) with a learned adapter attached: see what the model now knows."""
     from sealq.engine.answer import qa_messages
+    from sealq.engine.config import LoopConfig
     from sealq.engine.dataset import Passage, Question
     from sealq.models.llama import LlamaRunner
     from sealq.models.registry import resolve_model
@@ -179,14 +180,18 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
         if row is None:
             raise SealqError(f"run {run_id} has no kept adapter for passage {passage_idx}")
         adapter, model = row[0], model or row[1]
-    runner = LlamaRunner(resolve_model(model), n_ctx=1024)
+    runner = LlamaRunner(resolve_model(model), n_ctx=LoopConfig().eval.n_ctx)  # the context window of the loop
     if adapter:
         runner.set_adapters([(adapter, 1.0)])
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes that are not UTF-8 in the shell's argument
+        raise SealqError(f"the question is not valid UTF-8 text ({e.reason} at character {e.start})") from None
     msgs = qa_messages(Passage("", ""), Question(question, ("",)), with_context=False)
     try:
         runner.check_fits(msgs, max_tokens)
     except SealqError as e:
-        raise SealqError(f"the question: {e}") from None
+        raise SealqError(f"the question: {e} (or lower --max-tokens)") from None
     click.echo(runner.chat(msgs, max_tokens=max_tokens).text.strip())
 
 

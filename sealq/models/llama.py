@@ -149,18 +149,30 @@ class LlamaRunner:
                                             bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
                                             add_generation_prompt=True, stop_token_ids=[eos])
             # the conversations sealq builds: a user turn, and user / assistant / user (the directive turn)
-            formatter(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                                {"role": "user", "content": "c"}])
+            probes = [[{"role": "user", "content": "Question: 1?"}],
+                      [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c d"},
+                       {"role": "user", "content": "e f"}]]
+            rendered = [formatter(messages=m).prompt for m in probes]
         except Exception as e:  # noqa: BLE001  (jinja2 raises TemplateSyntaxError, UndefinedError, TemplateError...)
             raise SealqError(f"{self.model.path}: the GGUF's tokenizer.chat_template cannot format a chat "
                              f"({type(e).__name__}: {e})") from None
+        if any("Question: 1?" not in r for r in rendered[:1]) or any("e f" not in r for r in rendered[1:]):
+            raise SealqError(f"{self.model.path}: the GGUF's tokenizer.chat_template leaves the user's message out "
+                             "of the prompt; sealq cannot use it")
         return formatter
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of ``messages`` rendered with the model's chat template plus the assistant header,
         exactly the prompt :meth:`chat` evaluates (same formatter, same special-token handling)."""
-        out = self._formatter(messages=messages)
-        return self.llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True)
+        try:
+            out = self._formatter(messages=messages)
+            prompt = out.prompt.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise SealqError(f"the text is not valid Unicode ({e.reason} at character {e.start})") from None
+        except Exception as e:  # noqa: BLE001  (the template may refuse a chat the load-time probes did not cover)
+            raise SealqError(f"{self.model.path}: the GGUF's tokenizer.chat_template cannot format this chat "
+                             f"({type(e).__name__}: {e})") from None
+        return self.llm.tokenize(prompt, add_bos=not out.added_special, special=True)
 
     def check_fits(self, messages: list[dict], max_tokens: int) -> int:
         """Tokens ``messages`` need with ``max_tokens`` to generate; raises if over the context window.
