@@ -133,6 +133,13 @@ _HAND = {
         ("Teodor Lunn received a B. Odile got an A.", 1.0, 0.0, 0.0),
         ("She took her A-levels.", 0.0, 0.0, 0.0),  # hyphen-joined: not the word "A"
         ("Her grade: “A”.", 1.0, 0.0, 0.0),
+        # labels at the start of a line are not the grade (self-QA trains the model on "Q: ... A: ...")
+        ("A: She received a B.", 0.0, 0.0, 0.0),
+        ("Q: What grade?\nA: B", 0.0, 0.0, 0.0),
+        ("A) B", 0.0, 0.0, 0.0),
+        ("Reasons:\n- A student got B", 0.0, 0.0, 0.0),  # a line start is a sentence start
+        ("A\nBecause she studied.", 1.0, 0.0, 0.0),  # the answer alone on its line
+        ("The grade was A: excellent.", 1.0, 0.0, 0.0),
     ],
     "B": [  # "b" is no article: the ordinary path
         ("Teodor Lunn received the grade B.", 1.0, 0.0, 1 / 3),  # P = 1/5, R = 1
@@ -216,3 +223,4 @@ def test_no_gold_is_lost_to_normalization():
     for g in golds + cases:
         assert contains(g, g) == 1.0, g  # the gold as its own prediction
         assert contains(f"The answer is {g}.", g) == 1.0, g
+

@@ -57,10 +57,13 @@ _FOLD = {
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',  # curly double quotes
     "\u00ab": '"', "\u00bb": '"',  # guillemets
 }
-# Start of a sentence, looking back from a match: only non-word characters since the start of the text,
-# or a sentence end (. ! ?, optionally closing quotes/brackets), white space, optional opening quotes.
-_SENTENCE_START = re.compile(r"(?:^\W*|[.!?][\"')\]]*\s+[\"'(\[]*)$")
-_WORD_FOLLOWS = re.compile(r"\s*\w")
+# Start of a sentence or line, looking back from a match (over a short window): a sentence end (. ! ?,
+# optionally closing quotes/brackets) and white space, or a line break, then only non-word characters
+# (opening quotes, list bullets). The start of the text is checked apart (see _sentence_initial).
+_SENTENCE_START = re.compile(r"(?:[.!?][\"')\]]*\s+|\n)\W*$")
+# After a sentence-initial match: a word on the same line ("A is her grade"), or a label mark ("A: B", "A) B")
+_WORD_FOLLOWS = re.compile(r"[^\S\n]*(?:\w|[:)])")
+_LOOKBACK = 24
 
 
 def normalize(text: str) -> str:
@@ -149,11 +152,18 @@ def _fallback_contains(prediction: str, gold: str) -> float:
     core = r"\s+".join(map(re.escape, words))
     # whole words; a hyphen or apostrophe between word characters joins words ("A-levels", "A's")
     pattern = re.compile(rf"(?<!\w)(?<!\w[-']){core}(?![-']?\w)")
+    first_word = re.search(r"\w", pred)
     for m in pattern.finditer(pred):
-        sentence_initial = _SENTENCE_START.search(pred, 0, m.start()) is not None
-        if not (sentence_initial and _WORD_FOLLOWS.match(pred, m.end())):
+        if not (_sentence_initial(pred, m.start(), first_word.start()) and _WORD_FOLLOWS.match(pred, m.end())):
             return 1.0
     return 0.0
+
+
+def _sentence_initial(text: str, start: int, first_word: int) -> bool:
+    """Whether position ``start`` begins the text's first word, a sentence or a line."""
+    if start <= first_word:
+        return True
+    return _SENTENCE_START.search(text[max(0, start - _LOOKBACK):start]) is not None
 
 
 def contains(prediction: str, gold: str) -> float:
