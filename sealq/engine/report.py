@@ -150,7 +150,7 @@ def build_report(db, run_id: str) -> Report:
         SealqError: the run has no recorded passages.
     """
     run = db["runs"].get(run_id)
-    config = json.loads(run["config_json"])
+    config = json.loads(run["config_json"] or "{}")
     rounds = config.get("rounds") or 0
     overview = run_overview(db, run)
     # a ReST-EM run: the results are the last round's held-out passages; every round is in its own table

@@ -255,14 +255,14 @@ def summarize(db, run_id: str, round: int | None = None, split: str | None = Non
         and counts are over sampled self-edits (``source = 'model'``) only (:func:`edit_counts`; a
         directive fallback is a model-written directive with a field that fell back to the default, never
         fixed settings such as ``--directives off``); ``directives`` is the run's ``--directives`` mode;
-        ``n`` is the number of questions graded.
+        ``n`` is the number of questions graded (a metric is None when nothing is graded yet).
     """
     extra, params = _where(round, split)
     conditions = {}
     for name, groups in scores_by_passage(db, run_id, round, split).items():
         grades = [g for passage in groups for g in passage]
         n = len(grades)
-        conditions[name] = {"n": n, **{m: (sum(g[i] for g in grades) / n if n else 0.0) for i, m in enumerate(METRICS)}}
+        conditions[name] = {"n": n, **{m: (sum(g[i] for g in grades) / n if n else None) for i, m in enumerate(METRICS)}}
     scope = f"passage_id in (select id from passages where run_id = ?{extra})"
     counts = edit_counts(db, run_id, round, split)
     best = db.execute(f"select avg(reward) from self_edits where {scope} and is_best = 1", [run_id, *params]).fetchone()

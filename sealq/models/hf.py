@@ -101,10 +101,12 @@ def _verify_cached(folder: Path) -> str | None:
     if not isinstance(files, dict) or not {_CONFIG, _WEIGHTS} <= files.keys():
         return "has an incomplete manifest"
     try:
-        for name, want in files.items():  # sizes first: a truncated file fails without hashing anything
+        for name in (_CONFIG, _WEIGHTS):  # sizes first: a truncated file fails without hashing anything
+            want = files[name]  # only the files sealq writes: a hand-edited manifest names nothing else
             if not isinstance(want, dict) or (folder / name).stat().st_size != want.get("size"):
                 return f"has a {name} of the wrong size"
-        for name, want in files.items():
+        for name in (_CONFIG, _WEIGHTS):
+            want = files[name]
             if _sha256(folder / name) != want.get("sha256"):
                 return f"has a {name} whose sha256 does not match"
     except OSError as e:
@@ -132,6 +134,7 @@ def _write_cache(hf, cache: Path) -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(cache):
             _discard(cache)
+        _remove_stale(cache.parent)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
         _save_cached(hf, tmp)
         os.replace(tmp, cache)
@@ -143,6 +146,19 @@ def _write_cache(hf, cache: Path) -> None:
         reason = disk_full_reason(e) or (getattr(e, "strerror", None) or str(e)).splitlines()[0][:200]
         warnings.warn(f"cannot write the training-model cache in {cache.parent} ({reason}); "
                       "using the model without caching it", SealqWarning, stacklevel=3)
+
+
+def _remove_stale(folder: Path, age_s: float = 3600) -> None:
+    """Delete ``.tmp-*`` / ``.damaged-*`` entries left by a process killed while it wrote or discarded a
+    cache entry (~540 MB each). Only those untouched for ``age_s``: another process may be writing one now."""
+    import time
+
+    for entry in folder.glob(".*"):
+        try:
+            if entry.name.startswith((".tmp-", ".damaged-")) and time.time() - entry.lstat().st_mtime > age_s:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _load_cached(folder: Path):
