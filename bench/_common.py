@@ -29,3 +29,33 @@ def default_model():
     from sealq.models.registry import resolve_model
 
     return resolve_model(None)
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's instruction-set flags that matter for these figures (from /proc/cpuinfo)."""
+    wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def record(bench: str, figure: str, value, unit: str, **extra) -> None:
+    """Append one figure as a JSON line to ``bench/results/<bench>.jsonl``, with the machine it was measured
+    on (CPU model and flags, cores) and the package versions, so figures from different machines compare."""
+    import json
+    import time
+
+    from sealq.engine.loop import package_versions
+
+    cpu = machine().split(",")[0]
+    row = {"bench": bench, "figure": figure, "value": value, "unit": unit, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cpu": cpu, "cpu_flags": cpu_flags(), "cores": len(os.sched_getaffinity(0)), "versions": package_versions(), **extra}
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    with open(out / f"{bench}.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -343,7 +343,7 @@ def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adap
     if not _targeted(config, module):
         raise SealqError(f"{adapter_dir}: the weights hold a LoRA for {module}, which adapter_config.json does not "
                          "target (target_modules, layers_to_transform, exclude_modules): PEFT would ignore it")
-    gguf_name = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base.n_blocks).get_name(module)
+    gguf_name = _name_map(base.n_blocks).get_name(module)
     if gguf_name is None:
         raise SealqError(f"{adapter_dir}: module {module!r} has no GGUF name for this base ({base.n_blocks} blocks)")
     a, b = ab["A"], ab["B"]  # (r, in), (out, r)
@@ -370,6 +370,14 @@ def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adap
         b = permute_rows(b, base.n_head_kv)
     return [(weight_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32)),
             (weight_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))]
+
+
+@functools.lru_cache(maxsize=4)
+def _name_map(n_blocks: int):
+    """gguf-py's tensor name map of the llama architecture (building one takes ~15 ms: once per base)."""
+    import gguf
+
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_blocks)
 
 
 def _write_adapter(tensors: list, out_path: Path, alpha: float, outtype: str, name: str) -> None:
