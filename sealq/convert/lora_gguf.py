@@ -215,11 +215,11 @@ def _check_numbers(config, cfg_path: Path) -> None:
     for where, r in ranks.items():
         if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
             raise SealqError(f"{cfg_path}: PEFT rejects this config ({where} must be a positive integer, got {r!r})")
-    f32 = np.finfo(np.float32)
+    f32_max, f32_tiny = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
     alphas = {"lora_alpha": config.lora_alpha, **{f"alpha_pattern[{k!r}]": v for k, v in (config.alpha_pattern or {}).items()}}
     for where, a in alphas.items():
-        if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or abs(a) > f32.max
-                or (a != 0 and abs(a) < f32.tiny)):
+        if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or abs(a) > f32_max
+                or (a != 0 and abs(a) < f32_tiny)):
             raise SealqError(f"{cfg_path}: {where} must be a finite number float32 can hold, got {a!r}")
 
 
