@@ -25,6 +25,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+from sealq.cores import usable_cores
 from sealq.errors import SealqError, SealqWarning, disk_full_reason
 from sealq.models.registry import ResolvedModel
 
@@ -39,10 +40,10 @@ def default_cache_root() -> Path:
 
 
 def set_torch_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads (0: one per core) and return the number used."""
+    """Set torch's intra-op threads (0: one per core this process may use, :func:`sealq.cores.usable_cores`) and return the number used."""
     import torch
 
-    n = threads or os.cpu_count() or 1
+    n = threads or usable_cores()
     torch.set_num_threads(n)
     return n
 

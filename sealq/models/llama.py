@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sealq.cores import usable_cores
 from sealq.errors import SealqError
 from sealq.models.registry import ResolvedModel
 
@@ -53,7 +54,7 @@ class LlamaRunner:
     Args:
         model: the resolved GGUF base.
         n_ctx: context window in tokens.
-        threads: CPU threads (0: one per core).
+        threads: CPU threads (0: one per core this process may use, see :func:`sealq.cores.usable_cores`).
         seed: sampling seed.
         logits_all: keep the logits of every prompt position (needed by :meth:`prompt_logits`).
 
@@ -67,7 +68,7 @@ class LlamaRunner:
 
         self._lc = llama_cpp
         self.model = model
-        n = threads or os.cpu_count() or 1
+        n = threads or usable_cores()
         try:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(
