@@ -204,7 +204,7 @@ def test_lora_path_of_llama_cpp_python_gives_the_same_logits(hf_model, f32_runne
 
 
 def test_refused_variants(hf_model, f32_runner, tmp_path):
-    _random_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=4, r=4)
+    random_peft_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=4, r=4)  # no logits needed
     cfg_path = tmp_path / "peft" / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     for patch, message in [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
@@ -245,7 +245,7 @@ def test_refused_variants(hf_model, f32_runner, tmp_path):
 def test_two_adapters_in_one_weights_file_are_refused(hf_model, f32_runner, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    _random_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=6, r=4)
+    random_peft_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=6, r=4)  # no logits needed
     weights = tmp_path / "peft" / "adapter_model.safetensors"
     tensors = load_file(str(weights))
     extra = {k.replace(".lora_A.weight", ".lora_A.other.weight"): v.clone() for k, v in tensors.items() if ".lora_A." in k}
@@ -257,7 +257,7 @@ def test_two_adapters_in_one_weights_file_are_refused(hf_model, f32_runner, tmp_
 def test_embedding_target_and_mismatched_shapes_are_refused(hf_model, f32_runner, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    _random_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=5, r=4)
+    random_peft_adapter(hf_model, tmp_path / "peft", ["q_proj"], seed=5, r=4)  # no logits needed
     weights = tmp_path / "peft" / "adapter_model.safetensors"
     tensors = load_file(str(weights))
     # an embedding target, as PEFT names it
