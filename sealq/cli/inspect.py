@@ -118,12 +118,13 @@ def show(run, workspace, as_json):
     from rich.console import Console
     from rich.table import Table
 
+    from sealq.engine.summary import plural
+
     console = Console(width=max(Console().width, 110))
     o = detail["run"]
     plain = dict(markup=False, highlight=False, soft_wrap=True)
     console.print(f"run {o['id']} ({o['command']}, {o['model']}): {o['status_text']}", **plain)
-    n = lambda x, word: f"{x} {word}" + ("" if x == 1 else "s")  # noqa: E731
-    console.print(f"{n(o['passages'], 'passage')}, {n(o['questions'], 'question')}, K={o['k']}, {o['duration']}; "
+    console.print(f"{plural(o['passages'], 'passage')}, {plural(o['questions'], 'question')}, K={o['k']}, {o['duration']}; "
                   f"{o['edits_text']}", **plain)
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731  (a dead run may lack a ceiling)
     for p in detail["passages"]:
@@ -162,6 +163,10 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     from sealq.models.llama import LlamaRunner
     from sealq.models.registry import resolve_model
 
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes that are not UTF-8 in the shell's argument
+        raise SealqError(f"the question is not valid UTF-8 text ({e.reason} at character {e.start})") from None
     if run and adapter:
         raise SealqError("give --run/--passage or --adapter, not both")
     if passage_idx is not None and run is None:
@@ -183,10 +188,6 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     runner = LlamaRunner(resolve_model(model), n_ctx=LoopConfig().eval.n_ctx)  # the context window of the loop
     if adapter:
         runner.set_adapters([(adapter, 1.0)])
-    try:
-        question.encode("utf-8")
-    except UnicodeEncodeError as e:  # bytes that are not UTF-8 in the shell's argument
-        raise SealqError(f"the question is not valid UTF-8 text ({e.reason} at character {e.start})") from None
     msgs = qa_messages(Passage("", ""), Question(question, ("",)), with_context=False)
     try:
         runner.check_fits(msgs, max_tokens)

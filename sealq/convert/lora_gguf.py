@@ -76,26 +76,18 @@ class ConvertResult:
 
 
 def read_base_info(base_gguf: str | Path) -> BaseInfo:
-    """Read architecture, block/head counts and tensor shapes from a base GGUF.
-
-    Parsing a GGUF's metadata takes seconds (the vocabulary is 49k strings), so the result is cached
-    per (path, size, mtime).
+    """Read architecture, block/head counts and tensor shapes from a base GGUF (the metadata is parsed
+    once per process and file version, see :class:`sealq.models.gguf_meta.GGUFMeta`).
 
     Raises:
         SealqError: the file is not a readable GGUF model.
     """
-    p = Path(base_gguf).resolve()
-    try:
-        st = p.stat()
-    except OSError as e:
-        raise SealqError(f"{base_gguf}: cannot read base model ({e.strerror or e})") from None
-    return _read_base_info(str(p), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _read_base_info(base_gguf: str, _size: int, _mtime_ns: int) -> BaseInfo:
     import gguf
 
+    try:
+        Path(base_gguf).stat()
+    except OSError as e:
+        raise SealqError(f"{base_gguf}: cannot read base model ({e.strerror or e})") from None
     meta = GGUFMeta(base_gguf)
     field = meta.field
     arch = field(gguf.Keys.General.ARCHITECTURE)

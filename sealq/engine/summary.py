@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 
 __all__ = ["summarize", "scores_by_passage", "CONDITIONS", "CORE_CONDITIONS", "METRICS", "directive_fallbacks",
-           "edit_counts", "results_scope", "format_duration", "describe_edits", "describe_status", "run_overview"]
+           "edit_counts", "results_scope", "format_duration", "plural", "describe_edits", "describe_status", "run_overview"]
 
 METRICS = ("contains", "em", "f1")
 
@@ -163,14 +163,15 @@ def format_duration(ms: int | None) -> str:
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
-def _n(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 passage``, ``3 passages``."""
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def describe_edits(counts: dict) -> str:
     """The self-edit sentence of every view: skipped self-edits and, when the model wrote directives,
     how many had a field fall back to the default (``counts``: :func:`summarize` or :func:`run_overview`)."""
-    out = f"{_n(counts['self_edits'], 'self-edit')}, {counts['skipped']} skipped"
+    out = f"{plural(counts['self_edits'], 'self-edit')}, {counts['skipped']} skipped"
     if counts.get("directives") == "off":
         return out + "; directives off: every adapter trained with the default directive"
     n = counts["directive_fallbacks"]

@@ -16,7 +16,6 @@ be written (read-only or full), the freshly dequantized model is used anyway, wi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from sealq.cores import usable_cores
 from sealq.errors import SealqError, SealqWarning, disk_full_reason
-from sealq.models.registry import ResolvedModel
+from sealq.models.registry import ResolvedModel, sha256_of
 
 __all__ = ["load_training_model", "set_torch_threads", "default_cache_root"]
 
@@ -74,18 +73,10 @@ def _save_cached(hf, folder: Path) -> None:
     config.pop("quantization_config", None)
     (folder / _CONFIG).write_text(json.dumps(config, indent=2))
     save_model(hf, str(folder / _WEIGHTS))  # handles the tied embedding / lm_head
-    files = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+    files = {name: {"size": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
              for name in (_CONFIG, _WEIGHTS)}
     # last: an entry without a valid manifest is incomplete
     (folder / _MANIFEST).write_text(json.dumps({"version": _MANIFEST_VERSION, "files": files}, indent=2))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verify_cached(folder: Path) -> str | None:
@@ -108,7 +99,7 @@ def _verify_cached(folder: Path) -> str | None:
                 return f"has a {name} of the wrong size"
         for name in (_CONFIG, _WEIGHTS):
             want = files[name]
-            if _sha256(folder / name) != want.get("sha256"):
+            if sha256_of(folder / name) != want.get("sha256"):
                 return f"has a {name} whose sha256 does not match"
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"

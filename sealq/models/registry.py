@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sealq.errors import SealqError
 
-__all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "ResolvedModel", "resolve_model", "file_sha256",
+__all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "ResolvedModel", "resolve_model", "file_sha256", "sha256_of",
            "SUPPORTED_ARCHITECTURES"]
 
 #: Architectures whose GGUF tensors the trainer and the LoRA converter know (llama layout).
@@ -88,16 +88,21 @@ class ResolvedModel:
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
+def sha256_of(path: Path) -> str:
+    """sha256 hex digest of a file's bytes, read now (no cache: for checking a file against a record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file, cached by (path, size, mtime)."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = sha256_of(path)
     return _SHA_CACHE[key]
 
 
