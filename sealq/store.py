@@ -15,6 +15,7 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from sealq.errors import SealqError
+from sealq.vocab import RESUMABLE, RunStatus
 
 __all__ = ["resolve_workspace", "open_db", "utc_now", "migrations", "DB_NAME", "find_run", "RunLock", "run_status",
            "workspace_of", "RESUMABLE", "resume_command"]
@@ -32,19 +33,9 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             "id": str,  # ULID: sortable by start time
             "command": str,
             "status": str,  # running | done | failed | interrupted
-            "started_utc": str,
-            "finished_utc": str,
-            "duration_ms": int,
-            "model_name": str,
-            "model_path": str,
-            "model_sha256": str,
-            "data_path": str,
-            "seed": int,
-            "pid": int,
-            "config_json": str,
-            "versions_json": str,
-            "summary_json": str,
-            "error": str,
+            "started_utc": str, "finished_utc": str, "duration_ms": int, "model_name": str, "model_path": str,
+            "model_sha256": str, "data_path": str, "seed": int, "pid": int, "config_json": str,
+            "versions_json": str, "summary_json": str, "error": str,
         },
         pk="id",
     )
@@ -60,66 +51,35 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
     db["self_edits"].create(
         {
-            "id": int,
-            "run_id": str,
-            "passage_id": int,
-            "sample_idx": int,
-            "edit_type": str,
-            "prompt": str,
-            "text": str,
-            "items_json": str,
-            "n_items": int,
-            "gen_tokens": int,
-            "directive_raw": str,
+            "id": int, "run_id": str, "passage_id": int, "sample_idx": int, "edit_type": str, "prompt": str,
+            "text": str, "items_json": str, "n_items": int, "gen_tokens": int, "directive_raw": str,
             "directive_json": str,
             "directive_fallback_json": str,  # field -> reason, "{}" when the model's directive was used
             "status": str,  # ok | skipped
             "skip_reason": str,
             "accuracy": float,  # contains accuracy after adaptation, no passage in context
             "reward": float,  # accuracy - baseline (contains)
-            "reward_em": float,
-            "reward_f1": float,
-            "is_best": int,
+            "reward_em": float, "reward_f1": float, "is_best": int,
         },
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("passage_id", "passages", "id")],
     )
     db["adapters"].create(
         {
-            "id": int,
-            "run_id": str,
-            "self_edit_id": int,
-            "peft_path": str,
-            "gguf_path": str,
-            "gguf_sha256": str,
-            "rank": int,
-            "alpha": float,
-            "epochs": int,
-            "lr": float,
-            "n_sequences": int,
-            "tokens_trained": int,
-            "final_loss": float,
-            "loss_curve_json": str,
-            "train_seconds": float,
-            "convert_seconds": float,
-            "kept": int,
+            "id": int, "run_id": str, "self_edit_id": int, "peft_path": str, "gguf_path": str,
+            "gguf_sha256": str, "rank": int, "alpha": float, "epochs": int, "lr": float, "n_sequences": int,
+            "tokens_trained": int, "final_loss": float, "loss_curve_json": str, "train_seconds": float,
+            "convert_seconds": float, "kept": int,
         },
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("self_edit_id", "self_edits", "id")],
     )
     db["answers"].create(
         {
-            "id": int,
-            "run_id": str,
-            "question_id": int,
-            "condition": str,  # no_context | with_context | adapted
-            "self_edit_id": int,  # set for condition 'adapted'
-            "prediction": str,
-            "em": float,
-            "f1": float,
-            "contains": float,
-            "tokens": int,
-            "seconds": float,
+            "id": int, "run_id": str, "question_id": int,
+            "condition": str,  # no_context | with_context | the adapter's source (m005; was 'adapted')
+            "self_edit_id": int,  # set for an adapted answer
+            "prediction": str, "em": float, "f1": float, "contains": float, "tokens": int, "seconds": float,
         },
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("question_id", "questions", "id"), ("self_edit_id", "self_edits", "id")],
@@ -202,6 +162,18 @@ def m003_restem(db: sqlite_utils.Database) -> None:
 def m004_selection_fingerprint(db: sqlite_utils.Database) -> None:
     """runs.selection_sha256: what the run read from its data, so `--resume` can refuse changed data."""
     db["runs"].add_column("selection_sha256", str)
+
+
+@migrations()
+def m005_one_vocabulary(db: sqlite_utils.Database) -> None:
+    """One name per concept (:mod:`sealq.vocab`): self_edits.source ``model`` -> ``self_edit`` and
+    ``passage`` -> ``passage_only``; answers.condition ``adapted`` -> ``self_edit`` (an adapted answer's
+    condition is its adapter's source); the passage-only and teacher rows' sample_idx 900 / 901 -> 0
+    (placeholders; the rows are kept apart by their source, their seeds by :data:`sealq.engine.step.SEED_SLOTS`)."""
+    db.execute("update self_edits set source = 'self_edit' where source = 'model'")
+    db.execute("update self_edits set source = 'passage_only', sample_idx = 0 where source = 'passage'")
+    db.execute("update self_edits set sample_idx = 0 where source = 'teacher'")
+    db.execute("update answers set condition = 'self_edit' where condition = 'adapted'")
 
 
 def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
@@ -354,10 +326,6 @@ class RunLock:
             self._fd = None
 
 
-#: Statuses ``sealq loop --resume RUN`` continues (a ``done`` run is complete, a ``running`` one is being written).
-RESUMABLE = ("failed", "interrupted", "dead")
-
-
 def resume_command(run_id: str) -> str:
     """The command that continues a run: ``sealq loop --resume RUN``."""
     return f"sealq loop --resume {run_id}"
@@ -378,7 +346,7 @@ def run_status(db: sqlite_utils.Database, row: dict) -> str:
         db: the run's ``runs.db`` (its folder is the workspace that holds the lock files).
         row: the run's row of ``runs`` (``id`` and ``status``).
     """
-    if row["status"] != "running":
+    if row["status"] != RunStatus.RUNNING:
         return row["status"]
     ws = workspace_of(db)
     if ws is None or RunLock(ws, row["id"]).held_by_other():

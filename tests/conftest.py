@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sealq.vocab import LINEAR_TARGETS
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad-dev"
 
 
@@ -77,7 +79,8 @@ def passages():
     return load_passages()
 
 
-ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: Every linear module a sealq LoRA targets (the same list the engine uses).
+ALL = list(LINEAR_TARGETS)
 
 
 def random_peft_adapter(hf_model, out_dir, targets=ALL, seed=0, keep=False, **lora_kwargs):

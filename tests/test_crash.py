@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from sealq.analysis.snapshot import snapshot as run_snapshot
+
 SEALQ = str(Path(sys.executable).parent / "sealq")
 # 1 bundled passage, K=2 (two edit types), model-written directives, 1 epoch: every stage, quickly
 ARGS = ["loop", "--passages", "1", "--k", "2", "--epochs", "1", "--edit-type", "implications",
@@ -32,29 +34,8 @@ def sealq(ws: Path, *args, env=None, preexec_fn=None) -> subprocess.CompletedPro
 
 
 def snapshot(ws: Path) -> dict:
-    """Every recorded row that describes the work (ids, run id, timings and durations left out)."""
-    db = sqlite_utils.Database(str(ws / "runs.db"))
-    q = lambda sql: sorted(tuple(r) for r in db.execute(sql, {"ws": str(ws)}).fetchall())  # noqa: E731
-    return {
-        "passages": q("select idx, key, title, context, n_questions, round, split from passages"),
-        "questions": q("select p.idx, q.idx, q.question, q.answers_json from questions q join passages p on p.id = q.passage_id"),
-        "self_edits": q("""select p.round, p.split, p.idx, s.source, s.seed_idx, s.sample_idx, s.edit_type, s.prompt, s.text, s.items_json,
-                                  s.n_items, s.gen_tokens, s.directive_raw, s.directive_json, s.directive_fallback_json,
-                                  s.status, s.skip_reason, s.accuracy, s.reward, s.reward_em, s.reward_f1, s.is_best
-                           from self_edits s join passages p on p.id = s.passage_id"""),
-        "adapters": q("""select p.idx, s.sample_idx, a.rank, a.alpha, a.epochs, a.lr, a.n_sequences, a.tokens_trained,
-                                round(a.final_loss, 4), a.kept, a.gguf_sha256,
-                                replace(replace(a.gguf_path, :ws, 'WS'), a.run_id, 'RUN')
-                         from adapters a join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id"""),
-        "answers": q("""select p.round, p.split, p.idx, q.idx, a.condition, s.sample_idx, a.prediction, a.em, a.f1, a.contains, a.tokens
-                        from answers a join questions q on q.id = a.question_id join passages p on p.id = q.passage_id
-                        left join self_edits s on s.id = a.self_edit_id"""),
-        "policies": q("""select round, status, n_pairs, rank, alpha, epochs, lr, tokens_trained, round(final_loss, 4),
-                                gguf_sha256, replace(replace(gguf_path, :ws, 'WS'), run_id, 'RUN') from policies"""),
-        "policy_pairs": q("""select pol.round, p.round, p.idx, s.sample_idx from policy_pairs pp
-                             join policies pol on pol.id = pp.policy_id join self_edits s on s.id = pp.self_edit_id
-                             join passages p on p.id = s.passage_id"""),
-    }
+    """Every recorded row that describes the work (sealq.analysis.snapshot: ids, run id, timings left out)."""
+    return run_snapshot(sqlite_utils.Database(str(ws / "runs.db")))
 
 
 def files(ws: Path) -> list[str]:
@@ -217,7 +198,7 @@ def test_killed_eval_run_resumes_to_the_same_rows(tmp_path_factory, hf_model):
     assert sqlite_utils.Database(str(ws / "runs.db"))["self_edits"].count == 2  # passage-only and the self-edit
     resume_and_compare(ws, (snapshot(ref), files(ref)))
     sources = {r[0] for r in sqlite_utils.Database(str(ws / "runs.db")).execute("select source from self_edits")}
-    assert sources == {"passage", "model", "teacher"}
+    assert sources == {"passage_only", "self_edit", "teacher"}
 
 
 RESTEM_ARGS = ["loop", "--rounds", "1", "--holdout-fraction", "0.25", "--passages", "2", "--holdout-passages", "1",

@@ -54,11 +54,11 @@ def test_real_seal_squad_file():
 
 
 def test_duplicates_are_dropped_with_a_warning():
-    from sealq.errors import SealqWarning
-
     rec = {"title": "T", "context": "C", "questions": [{"question": "Q", "answer": "A"}]}
+    other = {**rec, "questions": [{"question": "Q2", "answer": "B"}]}  # same title and context: a duplicate
     with pytest.warns(SealqWarning, match="1 duplicate passage"):
-        assert len(parse_passages([rec, dict(rec)])) == 1
+        (p,) = parse_passages([rec, other])
+    assert [(q.question, q.answers) for q in p.questions] == [("Q", ("A",))]  # the first copy is used
 
 
 def test_duplicate_warning_is_one_line_on_the_cli(tmp_path):
@@ -104,9 +104,16 @@ def test_bad_files_name_the_problem(tmp_path, content, message):
     assert str(f) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_missing_file():
-    with pytest.raises(SealqError, match="cannot read data file"):
+def test_missing_file(tmp_path):
+    """One line naming the file, what it was read as, and the OS's reason; the same for a teacher file."""
+    from sealq.engine.dataset import load_teacher
+
+    with pytest.raises(SealqError) as e:
         load_passages("/nonexistent/data.json")
+    assert str(e.value) == "/nonexistent/data.json: cannot read data file (No such file or directory)"
+    with pytest.raises(SealqError) as e:
+        load_teacher(tmp_path / "none.json")
+    assert str(e.value) == f"{tmp_path / 'none.json'}: cannot read teacher file (No such file or directory)"
 
 
 # text includes a lone surrogate (JSON may spell one: "\\ud800"), a number-like string and blanks

@@ -6,9 +6,9 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
+from sealq.analysis.tables import PAIRS
 from sealq.cli import cli
 from sealq.engine.dataset import load_passages
-from sealq.engine.evaluate import PAIRS
 
 # A hand-written "teacher" self-edit for the first bundled passage (the format of SEAL's published
 # synthetic data: title, context, completions).
@@ -47,17 +47,24 @@ def test_every_condition_is_recorded_and_tagged(eval_run):
     assert db["passages"].count == 1  # only the passage the teacher file covers
     by_source = {(r["source"], r["seed_idx"]): r["n"] for r in db.query(
         "select source, seed_idx, count(*) n from self_edits group by source, seed_idx")}
-    assert by_source == {("passage", 0): 1, ("passage", 1): 1, ("model", 0): 2, ("model", 1): 2,
+    assert by_source == {("passage_only", 0): 1, ("passage_only", 1): 1, ("self_edit", 0): 2, ("self_edit", 1): 2,
                          ("teacher", 0): 1, ("teacher", 1): 1}
+    # passage-only and teacher rows are one per repeat, at sample index 0 (apart from the sampled ones by source)
+    assert {r["sample_idx"] for r in db.query("select sample_idx from self_edits where source != 'self_edit'")} == {0}
+    assert sorted(r["sample_idx"] for r in db.query("select sample_idx from self_edits where source = 'self_edit'")) == [
+        0, 0, 1, 1]
     # one best-of-K pick per seed, among the model's own self-edits only
     best = {r["seed_idx"]: r["n"] for r in db.query("select seed_idx, sum(is_best) n from self_edits group by seed_idx")}
     assert best == {0: 1, 1: 1}
-    assert db.execute("select count(*) from self_edits where is_best = 1 and source != 'model'").fetchone()[0] == 0
+    assert db.execute("select count(*) from self_edits where is_best = 1 and source != 'self_edit'").fetchone()[0] == 0
     teacher = next(db.query("select * from self_edits where source = 'teacher'"))
     assert json.loads(teacher["items_json"]) == TEACHER_LINES
-    n_ok = db.execute("select count(*) from self_edits where source = 'model' and status = 'ok'").fetchone()[0]
+    n_ok = db.execute("select count(*) from self_edits where source = 'self_edit' and status = 'ok'").fetchone()[0]
     conditions = {r["condition"]: r["n"] for r in db.query("select condition, count(*) n from answers group by condition")}
-    assert conditions == {"no_context": 5, "with_context": 5, "passage_only": 10, "teacher": 10, "adapted": 5 * n_ok}
+    assert conditions == {"no_context": 5, "with_context": 5, "passage_only": 10, "teacher": 10, "self_edit": 5 * n_ok}
+    # every adapted answer's condition is its adapter's source
+    assert not list(db.query("select a.id from answers a join self_edits s on s.id = a.self_edit_id "
+                             "where a.condition != s.source"))
 
 
 def test_table_has_intervals_and_paired_differences(eval_run):

@@ -9,7 +9,9 @@ from click.testing import CliRunner
 
 from sealq.cli import cli
 from sealq.engine.config import Directive, LoopConfig, SelfEditConfig, TrainConfig
+from sealq.engine.directive import parse_directive
 from sealq.engine.loop import run_loop
+from sealq.vocab import Condition, Source
 
 STAGES = {"load_training_model", "baseline", "ceiling", "generate_self_edit", "generate_directive", "tokenize",
           "train", "convert", "evaluate"}
@@ -25,22 +27,37 @@ def test_every_stage_has_rows(cli_run):
     assert db["passages"].count == 1 and db["questions"].count == 5
     edits = list(db["self_edits"].rows)
     assert [e["edit_type"] for e in edits] == ["implications", "self-qa"]
+    assert {(e["source"], e["seed_idx"]) for e in edits} == {(Source.SELF_EDIT, 0)}
+    assert [e["sample_idx"] for e in edits] == [0, 1]
     ok = [e for e in edits if e["status"] == "ok"]
     assert ok, "at least one self-edit must have usable items"
+    train = LoopConfig.from_dict(json.loads(run["config_json"])).train
+    assert train.default == Directive(epochs=2)  # --epochs 2, the other fields at their defaults
+    adapters = {a["self_edit_id"]: a for a in db["adapters"].rows}
     for e in ok:
         assert e["text"] and json.loads(e["items_json"]) and e["directive_raw"].startswith("epochs=")
-        assert set(json.loads(e["directive_json"])) == {"epochs", "lr", "rank"}
-        assert isinstance(json.loads(e["directive_fallback_json"]), dict)
+        # what was recorded is what parsing the model's directive under the run's default and bounds gives:
+        # the directive used, and per field that fell back to the default, why
+        parsed = parse_directive(e["directive_raw"], train.default, train.bounds)
+        assert json.loads(e["directive_json"]) == {"epochs": parsed.directive.epochs, "lr": parsed.directive.lr,
+                                                   "rank": parsed.directive.rank}
+        assert json.loads(e["directive_fallback_json"]) == parsed.fallbacks
+        # and the adapter was trained with exactly that directive (alpha = 2 rank)
+        a = adapters[e["id"]]
+        assert (a["epochs"], a["lr"], a["rank"], a["alpha"]) == (parsed.directive.epochs, parsed.directive.lr,
+                                                                 parsed.directive.rank, 2 * parsed.directive.rank)
+    for e in edits:
+        if e["status"] != "ok":  # nothing usable: nothing trained, reward 0
+            assert e["id"] not in adapters and e["reward"] == 0 and e["skip_reason"]
     assert sum(e["is_best"] for e in edits) == 1
-    adapters = list(db["adapters"].rows)
     assert len(adapters) == len(ok)
-    for a in adapters:
+    for a in adapters.values():
         assert a["tokens_trained"] > 0 and a["final_loss"] > 0 and a["train_seconds"] > 0 and len(a["gguf_sha256"]) == 64
         # the best self-edit's adapter is kept in both forms; the others are deleted
         assert Path(a["gguf_path"]).exists() == bool(a["kept"])
         assert (Path(a["peft_path"]) / "adapter_model.safetensors").exists() == bool(a["kept"])
     conditions = {r["condition"]: r["n"] for r in db.query("select condition, count(*) n from answers group by condition")}
-    assert conditions == {"no_context": 5, "with_context": 5, "adapted": 5 * len(ok)}
+    assert conditions == {Condition.NO_CONTEXT: 5, Condition.WITH_CONTEXT: 5, Condition.SELF_EDIT: 5 * len(ok)}
     assert {r["stage"] for r in db["timings"].rows} == STAGES
     assert summary["conditions"]["no_context"]["n"] == 5 and summary["self_edits"] == 2
 

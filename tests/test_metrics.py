@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from sealq.engine.metrics import contains, exact_match, f1, fold, normalize, score
+from sealq.metrics import contains, exact_match, f1, fold, normalize, score
 
 from conftest import SHARED
 

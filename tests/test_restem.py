@@ -10,8 +10,10 @@ from click.testing import CliRunner
 
 from sealq.cli import cli
 from sealq.engine.config import LoopConfig
-from sealq.engine.loop import select_passages
+from sealq.engine.selection import select_passages
 from sealq.engine.train import PromptCompletion, make_batches
+from sealq.metrics import copied_ngram_share
+from sealq.vocab import Source
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_rounds_lineage_and_table(restem_run):
         assert len(pairs) == p["n_pairs"]
         # ReST-EM's filter: each pair is the best self-edit of a training passage of the previous round, reward > 0
         for s in pairs:
-            assert (s["round"], s["split"], s["is_best"], s["source"]) == (p["round"] - 1, "train", 1, "model")
+            assert (s["round"], s["split"], s["is_best"], s["source"]) == (p["round"] - 1, "train", 1, Source.SELF_EDIT)
             assert s["reward"] > 0
         if p["status"] == "trained":
             assert p["n_pairs"] >= 1 and len(p["gguf_sha256"]) == 64 and Path(p["gguf_path"]).exists()
@@ -67,8 +69,19 @@ def test_rounds_lineage_and_table(restem_run):
     # round r against round 0, paired on the same held-out questions
     assert "vs_round0" not in rounds[0]["holdout"]
     for r in rounds:
+        # what the round's model wrote for the held-out passage, recomputed from its rows
+        rows = list(db.query(
+            """select s.text, s.status, s.n_items, p.context from self_edits s join passages p on p.id = s.passage_id
+               where p.round = ? and p.split = 'holdout' and s.source = ? order by s.sample_idx""",
+            [r["round"], Source.SELF_EDIT.value]))
+        assert len(rows) == 2
         e = r["holdout"]["self_edits"]
-        assert e["n"] == 2 and 0 <= e["skipped"] <= 2 and e["mean_words"] > 0 and 0 <= e["copied_5grams"] <= 1
+        assert e["n"] == 2
+        assert e["skipped"] == sum(x["status"] != "ok" for x in rows)
+        assert e["mean_words"] == pytest.approx(sum(len(x["text"].split()) for x in rows) / 2)
+        assert e["mean_items"] == pytest.approx(sum(x["n_items"] or 0 for x in rows) / 2)
+        assert e["copied_5grams"] == pytest.approx(sum(copied_ngram_share(x["text"], x["context"]) for x in rows) / 2)
+        assert e["mean_words"] > 0
     h0 = rounds[0]["holdout"]
     for r in rounds[1:]:
         v, h = r["holdout"]["vs_round0"], r["holdout"]
@@ -114,7 +127,7 @@ def test_prompt_tokens_carry_no_loss(hf_model, tmp_path):
 
 
 def test_report_of_a_restem_run_has_the_rounds_table(restem_run):
-    from sealq.engine.report import build_report
+    from sealq.analysis.report import build_report
 
     ws, summary = restem_run
     db = sqlite_utils.Database(str(ws / "runs.db"))
@@ -140,14 +153,14 @@ def test_round_comparison_needs_a_complete_round(restem_run, tmp_path):
     comparison with round 0: it would compare different samples."""
     import sqlite3
 
-    from sealq.engine.restem import restem_table
+    from sealq.analysis.tables import restem_table
 
     ws, summary = restem_run
     copy = sqlite3.connect(tmp_path / "runs.db")
     sqlite3.connect(ws / "runs.db").backup(copy)
     copy.execute("pragma foreign_keys = off")
     (sid,) = copy.execute("""select s.id from self_edits s join passages p on p.id = s.passage_id
-                             where p.round = 2 and p.split = 'holdout' and s.source = 'model' limit 1""").fetchone()
+                             where p.round = 2 and p.split = 'holdout' and s.source = 'self_edit' limit 1""").fetchone()
     copy.execute("delete from answers where self_edit_id = ?", [sid])
     copy.execute("delete from self_edits where id = ?", [sid])
     copy.commit()

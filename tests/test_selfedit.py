@@ -51,7 +51,7 @@ def test_q_dot_a_dot_pairs_and_list_letters():
 
 
 def test_copied_ngram_share_hand_worked():
-    from sealq.engine.selfedit import copied_ngram_share
+    from sealq.metrics import copied_ngram_share
 
     passage = "Alpha beta gamma delta epsilon were the first five."
     # 6 words -> two 5-grams; the first is in the passage, the second ("... epsilon zeta") is not

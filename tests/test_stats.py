@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sealq.engine.stats import cluster_bootstrap, paired_difference
+from sealq.analysis.stats import cluster_bootstrap, paired_difference
 
 
 def test_constant_scores_have_a_zero_width_interval():

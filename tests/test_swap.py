@@ -72,22 +72,34 @@ def test_two_hundred_swaps_do_not_leak(runner, two_adapters):
 
 
 def test_mismatched_adapter_is_refused_before_llama_cpp(runner, two_adapters, tmp_path):
+    """A wrong or truncated adapter is refused with a SealqError before llama.cpp sees it, and leaves the
+    runner exactly as it was: the attached adapter stays attached (same logits), nothing new is loaded."""
     import gguf
 
+    a = two_adapters[0]
     # an adapter whose lora_b has the wrong output size, as one trained for another base would
-    reader = gguf.GGUFReader(str(two_adapters[0]))
     w = gguf.GGUFWriter(str(tmp_path / "bad.gguf"), "llama")
     w.add_type(gguf.GGUFType.ADAPTER)
     w.add_string(gguf.Keys.Adapter.TYPE, "lora")
     w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 8.0)
     w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, 576), np.float32))
     w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((999, 4), np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    with pytest.raises(SealqError, match="adapter for another base"):
-        runner.set_adapters([(tmp_path / "bad.gguf", 1.0)])
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()  # noqa: E702
     truncated = tmp_path / "cut.gguf"
-    truncated.write_bytes(two_adapters[0].read_bytes()[:5000])
-    with pytest.raises(SealqError, match="not a readable GGUF adapter"):
-        runner.set_adapters([(truncated, 1.0)])
-    assert runner.active == () and not runner._loaded  # nothing half-attached or leaked
-    assert len(reader.tensors) > 0
+    truncated.write_bytes(a.read_bytes()[:5000])
+    ids = runner.tokenize("The Kestavar Railway climbs from the port of Lindqvar to")
+    runner.set_adapters([(a, 1.0)])
+    try:
+        active, loaded = runner.active, set(runner._loaded)
+        assert active == ((str(a.resolve()), 1.0),)
+        want = _logits(runner, ids)
+        with pytest.raises(SealqError, match="adapter for another base"):
+            runner.set_adapters([(tmp_path / "bad.gguf", 1.0)])
+        with pytest.raises(SealqError, match="not a readable GGUF adapter"):
+            runner.set_adapters([(a, 1.0), (truncated, 1.0)])  # one bad file refuses the whole set
+        # nothing half-attached or leaked: the state before the refusals, and the model answers as before
+        assert runner.active == active and set(runner._loaded) == loaded
+        assert np.abs(_logits(runner, ids) - want).max() < 1e-4
+    finally:
+        runner.free_adapter(a)
+    assert runner.active == () and str(a.resolve()) not in runner._loaded

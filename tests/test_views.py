@@ -1,5 +1,5 @@
 """One truth in every view: `sealq loop`'s closing lines, `sealq runs`, `sealq show` and `sealq report` say
-the same status, counts and duration of a run, each derived in one place (sealq.engine.summary).
+the same status, counts and duration of a run, each derived in one place (sealq.analysis.summary).
 
 One tiny real `--directives off` loop is shared by the module; a copy of its workspace is made dead the
 way a SIGKILLed run looks on disk (recorded as running, by a process that is gone, its lock not held).
@@ -101,7 +101,7 @@ def test_model_directives_report_their_real_count_everywhere(cli_run, tmp_path):
     run_id = summary["run_id"]
     db = sqlite_utils.Database(str(ws / "runs.db"))
     real = sum(1 for e in db["self_edits"].rows_where("run_id = ?", [run_id])
-               if e["source"] == "model" and e["status"] == "ok"
+               if e["source"] == "self_edit" and e["status"] == "ok"
                and json.loads(e["directive_fallback_json"]) and "all" not in json.loads(e["directive_fallback_json"]))
     assert summary["directive_fallbacks"] == real and summary["directives"] == "model"
     console = Console(record=True, width=300)
@@ -157,7 +157,7 @@ def test_a_live_writer_is_running_in_every_view(dead_run, tmp_path):
 
 
 def test_counts_and_duration_agree_across_views(off_run, tmp_path):
-    from sealq.engine.summary import format_duration
+    from sealq.analysis.summary import format_duration
 
     ws, run_id, printed = off_run
     db = sqlite_utils.Database(str(ws / "runs.db"))
@@ -176,7 +176,7 @@ def test_counts_and_duration_agree_across_views(off_run, tmp_path):
 
 
 def test_format_duration():
-    from sealq.engine.summary import format_duration
+    from sealq.analysis.summary import format_duration
 
     assert [format_duration(x) for x in (None, 4_200, 90_000, 7_500_000)] == ["0 s", "4 s", "1.5 min", "2 h 05 min"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sealq.cli import cli
+from sealq.cli.main import cli
 from sealq.convert.lora_gguf import OUTTYPES
 from sealq.models.registry import DEFAULT_MODEL
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from sealq.cli import cli
+from sealq.cli.main import cli
 from sealq.models.registry import DEFAULT_MODEL, KNOWN_MODELS
 
 

@@ -10,16 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sealq.engine.dataset import Passage, Question
-from sealq.engine.metrics import Score, score
+from sealq.metrics import Score, score
 from sealq.models.llama import Generation, LlamaRunner
 
-__all__ = ["qa_messages", "Answer", "answer_passage", "NO_CONTEXT", "WITH_CONTEXT", "ADAPTED", "PASSAGE_ONLY",
-           "TEACHER"]
-
-#: ``answers.condition`` values: base model without / with the passage in the prompt; adapted by a sampled
-#: self-edit; adapted by a LoRA trained on the passage alone; adapted by a teacher-written self-edit.
-NO_CONTEXT, WITH_CONTEXT, ADAPTED = "no_context", "with_context", "adapted"
-PASSAGE_ONLY, TEACHER = "passage_only", "teacher"
+__all__ = ["qa_messages", "Answer", "answer_passage"]
 
 _INSTRUCTION = "Answer the question with a short phrase."
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from sealq.errors import SealqError
+from sealq.vocab import LINEAR_TARGETS
 
 __all__ = ["EDIT_TYPES", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
            "LoopConfig"]
@@ -46,7 +47,7 @@ class DirectiveBounds:
     ranks: tuple[int, ...] = (4, 8, 16, 32)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SelfEditConfig:
     """How self-edits are sampled (SEAL sec. 3.2, "Self-edit generation").
 
@@ -69,8 +70,8 @@ class SelfEditConfig:
     directives: str = "model"
 
     def __post_init__(self):
-        self.edit_types = tuple(self.edit_types)
-        _check(self.k >= 1, f"--k must be at least 1, got {self.k}")
+        object.__setattr__(self, "edit_types", tuple(self.edit_types))  # a list from JSON or click
+        _check(self.k >= 0, f"--k must be at least 1, got {self.k}")
         _check(len(self.edit_types) > 0, "--edit-type: at least one edit type is needed")
         for t in self.edit_types:
             _check(t in EDIT_TYPES, f"--edit-type: unknown edit type {t!r} (choose from {', '.join(EDIT_TYPES)})")
@@ -80,7 +81,7 @@ class SelfEditConfig:
         _check(self.directives in ("model", "off"), f"--directives must be 'model' or 'off', got {self.directives!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """LoRA training of one knowledge adapter (SEAL sec. 3.1, the inner loop's update).
 
@@ -97,7 +98,7 @@ class TrainConfig:
     default: Directive = field(default_factory=Directive)
     bounds: DirectiveBounds = field(default_factory=DirectiveBounds)
     batch_tokens: int = 192
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    targets: tuple[str, ...] = LINEAR_TARGETS
     max_seq_tokens: int = 512
     warmup_fraction: float = 0.1
     threads: int = 0
@@ -112,7 +113,7 @@ class TrainConfig:
         _check(0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """Question answering with llama.cpp (greedy).
 
@@ -127,7 +128,7 @@ class EvalConfig:
     threads: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class PolicyConfig:
     """The ReST-EM generator update: SFT of a *policy* LoRA on (self-edit prompt -> kept self-edit) pairs
     (SEAL sec. 3.1 / appendix: 2 epochs, lr 3e-4, LoRA r 64, alpha 128 on Qwen2.5-7B; scaled here for a
@@ -150,8 +151,14 @@ class PolicyConfig:
         _check(1e-6 <= self.lr <= 1e-2, f"--policy-lr must be in 1e-06-0.01, got {self.lr:g}")
         _check(self.rank in (4, 8, 16, 32, 64), f"--policy-rank must be one of 4, 8, 16, 32, 64, got {self.rank}")
 
+    def train_config(self, knowledge: TrainConfig) -> TrainConfig:
+        """The LoRA training settings of the generator update (targets and threads as the knowledge LoRAs')."""
+        return TrainConfig(default=Directive(self.epochs, self.lr, self.rank), max_seq_tokens=self.max_seq_tokens,
+                           bounds=DirectiveBounds((1, 20), (1e-6, 1e-2), (4, 8, 16, 32, 64)),
+                           targets=knowledge.targets, threads=knowledge.threads)
 
-@dataclass
+
+@dataclass(frozen=True)
 class LoopConfig:
     """Everything one ``sealq loop`` / ``sealq eval`` run depends on (stored as ``runs.config_json``).
 
@@ -194,6 +201,8 @@ class LoopConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
+        _check(self.selfedit.k >= 1 or self.passage_only or bool(self.teacher),
+               f"--k must be at least 1, got {self.selfedit.k} (0: only with passage-only or teacher steps)")
         _check(self.passages is None or self.passages >= 1, f"--passages must be at least 1, got {self.passages}")
         _check(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         _check(0 <= self.rounds <= 100, f"--rounds must be in 0-100, got {self.rounds}")
@@ -205,6 +214,13 @@ class LoopConfig:
         _check(self.rounds == 0 or bool(self.holdout or self.holdout_fraction),
                "--rounds needs held-out passages: --holdout FILE or --holdout-fraction F")
         _check(self.rounds == 0 or not (self.passage_only or self.teacher), "--rounds is a `sealq loop` option")
+        restem_only = [opt for opt, given in (
+            ("--holdout", self.holdout), ("--holdout-fraction", self.holdout_fraction),
+            ("--holdout-passages", self.holdout_passages), ("--policy-epochs", self.policy.epochs != PolicyConfig.epochs),
+            ("--policy-lr", self.policy.lr != PolicyConfig.lr), ("--policy-rank", self.policy.rank != PolicyConfig.rank))
+            if given]
+        _check(self.rounds > 0 or not restem_only,
+               f"{', '.join(restem_only)}: only used by the ReST-EM outer loop; add --rounds R")
 
     def to_dict(self) -> dict:
         """The config as plain JSON-able data."""
@@ -228,5 +244,5 @@ class LoopConfig:
             ev = EvalConfig(**d.pop("eval"))
             policy = PolicyConfig(**d.pop("policy", {}))
             return cls(**d, selfedit=se, train=TrainConfig(**tr), eval=ev, policy=policy)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SealqError(f"stored run config is not readable by this sealq version ({e})") from None

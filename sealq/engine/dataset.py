@@ -10,7 +10,7 @@ Two input formats are accepted (detected from the top-level JSON value):
   several gold answers per question. SQuAD v2.0 files load too: unanswerable questions (``"is_impossible":
   true``) are skipped with one warning line, since their ``plausible_answers`` are not gold answers.
 
-A prediction is graded correct if it matches *any* gold answer (see :mod:`sealq.engine.metrics`).
+A prediction is graded correct if it matches *any* gold answer (see :mod:`sealq.metrics`).
 
 Reading (the same for teacher files): one JSON document, in UTF-8 (a byte order mark is skipped), UTF-16
 or UTF-32, at most 1 GiB. A number where text is expected is read as the text written in the file
@@ -153,7 +153,7 @@ def _answers(q: dict, where: str, field_name: str) -> tuple[str, ...]:
         if isinstance(a, dict):  # official SQuAD: {"text", "answer_start"}
             a = a.get("text")
         text = _text(a, f"{where}.answers[{i}]")
-        if not any(ch.isalnum() for ch in text):  # no metric can ever match it (see sealq.engine.metrics)
+        if not any(ch.isalnum() for ch in text):  # no metric can ever match it (see sealq.metrics)
             raise SealqError(f"{where}.answers[{i}]: {text[:40]!r} has no letter or digit, so no prediction can match it")
         answers.append(text)
     if not answers:

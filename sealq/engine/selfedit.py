@@ -17,7 +17,7 @@ import re
 from sealq.engine.dataset import Passage
 
 __all__ = ["PROMPTS", "DIRECTIVE_PROMPT", "edit_messages", "directive_messages", "split_items",
-           "training_texts", "copied_ngram_share"]
+           "training_texts"]
 
 PROMPTS = {
     "implications": (
@@ -105,24 +105,3 @@ def split_items(text: str, edit_type: str, max_items: int) -> list[str]:
 def training_texts(passage: Passage, items: list[str]) -> list[str]:
     """SEAL's training sequences: title + each self-edit item, then title + passage."""
     return [f"{passage.title}\n{item}" for item in items] + [f"{passage.title}\n{passage.context}"]
-
-
-def copied_ngram_share(text: str, context: str, n: int = 5) -> float:
-    """How much of a self-edit is copied from its passage: the share of the self-edit's word n-grams
-    (SQuAD-normalized words, :func:`sealq.engine.metrics.normalize`) that also occur in the passage.
-
-    Returns:
-        A fraction in [0, 1]; 0.0 when the self-edit has fewer than ``n`` words. 1.0 means every
-        n-word span is verbatim from the passage; a paraphrase or new claims lower it.
-    """
-    from sealq.engine.metrics import normalize
-
-    def grams(x: str) -> list[tuple[str, ...]]:
-        w = normalize(x).split()
-        return list(zip(*(w[i:] for i in range(n))))
-
-    mine = grams(text)
-    if not mine:
-        return 0.0
-    theirs = set(grams(context))
-    return sum(g in theirs for g in mine) / len(mine)

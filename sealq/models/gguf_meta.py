@@ -7,19 +7,23 @@ header, key/value pairs, tensor infos) with gguf-py's own type constants, decode
 arrays, and steps over string arrays without decoding them. Results are cached per (path, size, mtime),
 so ``resolve_model``, the converter and the adapter check share one read. Both byte orders are read
 (a big-endian file is recognized, as gguf-py does, by its byte-swapped version field).
+
+On top of it: :func:`read_base_info` (what the converter needs to know about a base model) and
+:func:`validate_adapter` (a GGUF LoRA adapter checked against its base before llama.cpp loads it).
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sealq.errors import SealqError
 
-__all__ = ["GGUFMeta", "StringArray"]
+__all__ = ["GGUFMeta", "StringArray", "BaseInfo", "read_base_info", "validate_adapter"]
 
 
 class StringArray:
@@ -156,3 +160,82 @@ class GGUFMeta:
     def shapes(self) -> dict:
         """Tensor name -> numpy-order shape (GGUF stores ne[0] first, i.e. reversed)."""
         return dict(self._shapes)
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """What the converter needs to know about the base GGUF.
+
+    Args:
+        architecture: ``general.architecture``.
+        n_blocks: number of transformer blocks.
+        n_head: attention heads (q).
+        n_head_kv: key/value heads.
+        shapes: GGUF tensor name -> numpy-order shape ``(out, in)`` of every base tensor.
+    """
+
+    architecture: str
+    n_blocks: int
+    n_head: int
+    n_head_kv: int
+    shapes: dict
+
+
+def read_base_info(base_gguf: str | Path) -> BaseInfo:
+    """Read architecture, block/head counts and tensor shapes from a base GGUF (the metadata is parsed
+    once per process and file version, see :class:`sealq.models.gguf_meta.GGUFMeta`).
+
+    Raises:
+        SealqError: the file is not a readable GGUF model.
+    """
+    import gguf
+
+    try:
+        Path(base_gguf).stat()
+    except OSError as e:
+        raise SealqError(f"{base_gguf}: cannot read base model ({e.strerror or e})") from None
+    meta = GGUFMeta(base_gguf)
+    field = meta.field
+    arch = field(gguf.Keys.General.ARCHITECTURE)
+    if arch is None:
+        raise SealqError(f"{base_gguf}: no general.architecture")
+    keys = [k.format(arch=arch) for k in (gguf.Keys.LLM.BLOCK_COUNT, gguf.Keys.Attention.HEAD_COUNT)]
+    values = [field(k) for k in keys]
+    for key, value in zip(keys, values):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise SealqError(f"{base_gguf}: metadata {key} is {value!r}, expected a positive integer")
+    n_blocks, n_head = values
+    n_head_kv = field(gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch)) or n_head
+    if not isinstance(n_head_kv, int) or n_head_kv <= 0:  # an array (one per layer) is not supported either
+        raise SealqError(f"{base_gguf}: metadata {gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch)} is "
+                         f"{n_head_kv!r}, expected a positive integer")
+    return BaseInfo(arch, int(n_blocks), int(n_head), int(n_head_kv), meta.shapes())
+
+
+def validate_adapter(adapter_gguf: str | Path, base_gguf: str | Path) -> None:
+    """Check a GGUF LoRA adapter against a base model before llama.cpp sees it.
+
+    llama.cpp refuses a mismatched adapter too, but only with a log line and a NULL; this names the
+    problem: not an adapter, another architecture, a tensor the base lacks, or shapes that do not fit.
+
+    Raises:
+        SealqError: the file is unreadable, truncated, or does not fit the base.
+    """
+    import gguf
+
+    meta = GGUFMeta(adapter_gguf, "GGUF adapter")
+    field = meta.field
+    if field(gguf.Keys.General.TYPE) != gguf.GGUFType.ADAPTER or field(gguf.Keys.Adapter.TYPE) != "lora":
+        raise SealqError(f"{adapter_gguf}: not a GGUF LoRA adapter (general.type={field(gguf.Keys.General.TYPE)!r})")
+    base = read_base_info(base_gguf)
+    arch = field(gguf.Keys.General.ARCHITECTURE)
+    if arch != base.architecture:
+        raise SealqError(f"{adapter_gguf}: adapter for architecture {arch!r}, base {base_gguf} is {base.architecture!r}")
+    for name, shape in meta.shapes().items():
+        weight, _, part = name.rpartition(".")
+        if weight not in base.shapes:
+            raise SealqError(f"{adapter_gguf}: {weight} is not in base {base_gguf} (adapter for another base?)")
+        out_f, in_f = base.shapes[weight]
+        if (part == "lora_a" and shape[1] != in_f) or (part == "lora_b" and shape[0] != out_f):
+            raise SealqError(f"{adapter_gguf}: {name} has shape {shape}, base {weight} is {(out_f, in_f)} "
+                             "(adapter for another base?)")

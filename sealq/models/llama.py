@@ -231,7 +231,7 @@ class LlamaRunner:
             if not Path(key).is_file():
                 raise SealqError(f"{path}: adapter file not found")
             if validate:
-                from sealq.convert.lora_gguf import validate_adapter
+                from sealq.models.gguf_meta import validate_adapter
 
                 validate_adapter(key, self.model.path)
             with _quiet_stderr():

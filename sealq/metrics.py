@@ -40,9 +40,9 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["normalize", "exact_match", "f1", "fold", "contains", "Score", "score"]
+__all__ = ["normalize", "exact_match", "f1", "fold", "contains", "Score", "METRICS", "score", "copied_ngram_share"]
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -188,13 +188,28 @@ def contains(prediction: str, gold: str) -> float:
     return float(f" {g} " in f" {normalize(_strip_punct(fold(prediction)))} ")
 
 
-@dataclass(frozen=True)
-class Score:
-    """Grades of one prediction against its gold answers, each in [0, 1]."""
+class Score(NamedTuple):
+    """Grades in [0, 1] by name: of one prediction against its gold answers, or a mean or a gain (a
+    difference of means, in [-1, 1]) over several. Read by field name, never by position."""
 
+    contains: float
     em: float
     f1: float
-    contains: float
+
+    @classmethod
+    def mean(cls, scores) -> "Score":
+        """Per-metric mean of ``scores`` (zeros for none)."""
+        scores = list(scores)
+        n = len(scores) or 1
+        return cls(*(sum(getattr(s, m) for s in scores) / n for m in cls._fields))
+
+    def minus(self, other: "Score") -> "Score":
+        """Per-metric difference ``self - other`` (a gain over a baseline)."""
+        return Score(*(getattr(self, m) - getattr(other, m) for m in self._fields))
+
+
+#: Metric names in table order: the fields of :class:`Score`.
+METRICS = Score._fields
 
 
 def score(prediction: str, golds) -> Score:
@@ -215,3 +230,22 @@ def score(prediction: str, golds) -> Score:
         f1=max(f1(prediction, g) for g in golds),
         contains=max(contains(prediction, g) for g in golds),
     )
+
+
+def copied_ngram_share(text: str, context: str, n: int = 5) -> float:
+    """How much of a self-edit is copied from its passage: the share of the self-edit's word n-grams
+    (SQuAD-normalized words, :func:`sealq.metrics.normalize`) that also occur in the passage.
+
+    Returns:
+        A fraction in [0, 1]; 0.0 when the self-edit has fewer than ``n`` words. 1.0 means every
+        n-word span is verbatim from the passage; a paraphrase or new claims lower it.
+    """
+    def grams(x: str) -> list[tuple[str, ...]]:
+        w = normalize(x).split()
+        return list(zip(*(w[i:] for i in range(n))))
+
+    mine = grams(text)
+    if not mine:
+        return 0.0
+    theirs = set(grams(context))
+    return sum(g in theirs for g in mine) / len(mine)

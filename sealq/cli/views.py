@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from sealq.cli import cli
+from sealq.cli.main import cli
 from sealq.errors import SealqError
+from sealq.vocab import Condition, EditStatus, Row, Source, Split
 
 _workspace = click.option("--workspace", type=click.Path(file_okay=False),
                           help="Workspace holding runs.db (default: $SEALQ_HOME or the current directory).")
@@ -38,7 +39,7 @@ def runs(workspace, as_json):
     Status is running, done, failed, interrupted (Ctrl-C) or dead (recorded as running but no process
     holds its lock: killed or crashed); `sealq loop --resume RUN` continues the last three.
     """
-    from sealq.engine.summary import run_overview
+    from sealq.analysis.summary import run_overview
 
     db = _db(workspace)
     rows = []
@@ -49,9 +50,7 @@ def runs(workspace, as_json):
             "id": o["id"], "started_utc": o["started_utc"], "status": o["status"], "status_text": o["status_text"],
             "resume": o["resume"], "model": o["model"], "data": o["data"], "passages": o["passages"], "k": o["k"],
             "duration_ms": o["duration_ms"], "duration": o["duration"],
-            "no_context": cond.get("no_context", {}).get("contains"),
-            "mean_self_edit": cond.get("mean_self_edit", {}).get("contains"),
-            "best_of_k": cond.get("best_of_k", {}).get("contains"),
+            **{row.value: cond.get(row, {}).get("contains") for row in (Row.NO_CONTEXT, Row.MEAN_SELF_EDIT, Row.BEST_OF_K)},
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -67,7 +66,7 @@ def runs(workspace, as_json):
     for r in rows:
         data = r["data"] if r["data"].startswith("(") else Path(r["data"]).name
         t.add_row(r["id"], r["started_utc"][:16].replace("T", " "), r["status"], r["model"], data, str(r["passages"]),
-                  str(r["k"]), r["duration"], fmt(r["no_context"]), fmt(r["mean_self_edit"]), fmt(r["best_of_k"]))
+                  str(r["k"]), r["duration"], fmt(r[Row.NO_CONTEXT]), fmt(r[Row.MEAN_SELF_EDIT]), fmt(r[Row.BEST_OF_K]))
     console = Console(width=max(Console().width, 160))
     console.print(t)
     for r in rows:
@@ -76,16 +75,17 @@ def runs(workspace, as_json):
 
 
 def run_detail(db, run_id: str) -> dict:
-    """The run as a whole (:func:`sealq.engine.summary.run_overview`: status, how to continue it, counts)
+    """The run as a whole (:func:`sealq.analysis.summary.run_overview`: status, how to continue it, counts)
     and per passage: baseline and ceiling accuracy, each self-edit (type, directive, reward), the best pick."""
-    from sealq.engine.summary import directive_fallbacks, run_overview
+    from sealq.analysis.summary import directive_fallbacks, run_overview
 
     out = {"run_id": run_id, "run": run_overview(db, run_id), "passages": []}
-    for p in db.query("select * from passages where run_id = ? order by round, split = 'train', idx", [run_id]):
+    for p in db.query("select * from passages where run_id = ? order by round, split = ?, idx",
+                      [run_id, Split.TRAIN.value]):
         acc = {c: db.execute(
             """select avg(a.contains) from answers a join questions q on q.id = a.question_id
-               where q.passage_id = ? and a.condition = ?""", [p["id"], c]).fetchone()[0]
-            for c in ("no_context", "with_context")}
+               where q.passage_id = ? and a.condition = ?""", [p["id"], c.value]).fetchone()[0]
+            for c in (Condition.NO_CONTEXT, Condition.WITH_CONTEXT)}
         edits = []
         for s in db.query("select * from self_edits where passage_id = ? order by seed_idx, sample_idx", [p["id"]]):
             fallbacks = directive_fallbacks(s)
@@ -100,7 +100,8 @@ def run_detail(db, run_id: str) -> dict:
             })
         out["passages"].append({"idx": p["idx"], "round": p["round"], "split": p["split"], "title": p["title"],
                                 "questions": p["n_questions"],
-                                "baseline": acc["no_context"], "ceiling": acc["with_context"], "self_edits": edits})
+                                "baseline": acc[Condition.NO_CONTEXT], "ceiling": acc[Condition.WITH_CONTEXT],
+                                "self_edits": edits})
     return out
 
 
@@ -118,7 +119,7 @@ def show(run, workspace, as_json):
     from rich.console import Console
     from rich.table import Table
 
-    from sealq.engine.summary import plural
+    from sealq.analysis.summary import plural
 
     console = Console(width=max(Console().width, 110))
     o = detail["run"]
@@ -128,21 +129,21 @@ def show(run, workspace, as_json):
                   f"{o['edits_text']}", **plain)
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731  (a dead run may lack a ceiling)
     for p in detail["passages"]:
-        where = "" if p["split"] == "all" else f"round {p['round']} {p['split']} "
+        where = "" if p["split"] == Split.ALL else f"round {p['round']} {p['split']} "
         t = Table(title=f"{where}[{p['idx']}] {p['title']}: baseline {fmt(p['baseline'])}, ceiling {fmt(p['ceiling'])} "
                         f"({p['questions']} questions)", title_justify="left")
         for col in ("K", "type", "items", "directive", "fallback", "accuracy", "reward", "best"):
             t.add_column(col)
         for e in p["self_edits"]:
             d = e["directive"]
-            sample = str(e["sample"]) if e["source"] == "model" else e["source"]
+            sample = str(e["sample"]) if e["source"] == Source.SELF_EDIT else e["source"]
             if e["directive_fallbacks"] is not None:
                 fallbacks = ", ".join(e["directive_fallbacks"]) or "-"
             else:  # fixed settings (--directives off, a passage-only/teacher row), or skipped: none was asked for
-                fallbacks = "fixed" if "all" in e["fallbacks"] or e["source"] != "model" else "-"
+                fallbacks = "fixed" if "all" in e["fallbacks"] or e["source"] != Source.SELF_EDIT else "-"
             t.add_row(sample, e["edit_type"], str(e["n_items"]),
                       f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']}", fallbacks,
-                      f"{e['accuracy']:.2f}", f"{e['reward']:+.2f}" + (" (skipped)" if e["status"] != "ok" else ""),
+                      f"{e['accuracy']:.2f}", f"{e['reward']:+.2f}" + (" (skipped)" if e["status"] != EditStatus.OK else ""),
                       "*" if e["best"] else "")
         console.print(t)
 
@@ -205,7 +206,7 @@ def report(run, output, workspace):
     """Write a report of RUN: setup, results with intervals, figures, examples, limitations."""
     from pathlib import Path
 
-    from sealq.engine.report import build_report
+    from sealq.analysis.report import build_report
     from sealq.store import resolve_workspace
 
     db = _db(workspace)

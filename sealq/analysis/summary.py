@@ -23,78 +23,79 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["summarize", "scores_by_passage", "CONDITIONS", "CORE_CONDITIONS", "METRICS", "directive_fallbacks",
+from sealq.metrics import METRICS, Score
+from sealq.vocab import CORE_ROWS, RESUMABLE, Condition, EditStatus, Row, RunStatus, Source
+
+__all__ = ["summarize", "scores_by_passage", "column", "directive_fallbacks",
            "edit_counts", "results_scope", "format_duration", "plural", "describe_edits", "describe_status", "run_overview"]
-
-METRICS = ("contains", "em", "f1")
-
-
-CONDITIONS = {
-    "no_context": "baseline (no passage)",
-    "with_context": "ceiling (passage in prompt)",
-    "passage_only": "LoRA on the passage only",
-    "mean_self_edit": "mean self-edit",
-    "best_of_k": "best-of-K (oracle pick)",
-    "teacher": "teacher self-edit",
-}
-
-#: Conditions every run has; ``passage_only`` and ``teacher`` exist only in runs that trained them.
-CORE_CONDITIONS = ("no_context", "with_context", "mean_self_edit", "best_of_k")
-
-
-def _avg(lists: list[list[tuple]]) -> list[tuple]:
-    """Per-question average over several answer sets of the same questions."""
-    return [tuple(sum(g[i] for g in col) / len(col) for i in range(3)) for col in zip(*lists)]
-
 
 def _where(round_, split) -> tuple[str, list]:
     sql, params = "", []
     if round_ is not None:
         sql, params = sql + " and round = ?", params + [round_]
     if split is not None:
-        sql, params = sql + " and split = ?", params + [split]
+        sql, params = sql + " and split = ?", params + [str(split)]
     return sql, params
 
 
+def _grades(db, qids: list, where: str, params: list) -> list[Score]:
+    """Per question (in ``qids`` order) the grades of the answers matching ``where`` (zeros if none)."""
+    rows = {r["question_id"]: Score(r["contains"], r["em"], r["f1"])
+            for r in db.query(f"select question_id, contains, em, f1 from answers where {where}", params)}
+    return [rows.get(q, Score(0.0, 0.0, 0.0)) for q in qids]
+
+
+def _per_question_mean(sets: list[list[Score]]) -> list[Score]:
+    """Per-question mean over several answer sets of the same questions."""
+    return [Score.mean(col) for col in zip(*sets)]
+
+
+def _passage_scores(db, pid: int) -> dict:
+    """Every table row's per-question grades for one passage (rows the passage lacks are left out)."""
+    qids = [r["id"] for r in db.query("select id from questions where passage_id = ? order by idx", [pid])]
+    in_passage = f"question_id in (select id from questions where passage_id = {int(pid)})"
+    base = _grades(db, qids, f"{in_passage} and condition = ?", [Condition.NO_CONTEXT.value])
+    out = {Row.NO_CONTEXT: base, Row.WITH_CONTEXT: _grades(db, qids, f"{in_passage} and condition = ?",
+                                                           [Condition.WITH_CONTEXT.value])}
+    edits = list(db.query("select id, source, status, is_best from self_edits where passage_id = ? "
+                          "order by source, seed_idx, sample_idx", [pid]))
+    # a skipped step (nothing trained) counts with the unchanged model's answers, the baseline
+    per_edit = {e["id"]: _grades(db, qids, "self_edit_id = ?", [e["id"]]) if e["status"] == EditStatus.OK else base
+                for e in edits}
+    sampled = [e for e in edits if e["source"] == Source.SELF_EDIT]
+    out[Row.MEAN_SELF_EDIT] = _per_question_mean([per_edit[e["id"]] for e in sampled]) if sampled else base
+    best = [per_edit[e["id"]] for e in sampled if e["is_best"]]
+    out[Row.BEST_OF_K] = _per_question_mean(best) if best else base
+    for row, source in ((Row.PASSAGE_ONLY, Source.PASSAGE_ONLY), (Row.TEACHER, Source.TEACHER)):
+        sets = [per_edit[e["id"]] for e in edits if e["source"] == source]
+        if sets:
+            out[row] = _per_question_mean(sets)
+    return out
+
+
 def scores_by_passage(db, run_id: str, round: int | None = None, split: str | None = None) -> dict:
-    """Per-question grades of every condition, grouped by passage (the unit the bootstrap resamples).
+    """Per-question grades of every table row, grouped by passage (the unit the bootstrap resamples).
 
     Returns:
-        condition -> one list per passage (in passage order) of ``(contains, em, f1)`` per question.
-        ``mean_self_edit`` averages a question's grades over all K (x seeds) self-edits; ``best_of_k``
-        over the best self-edit of each seed; ``passage_only`` and ``teacher`` over seeds. Conditions
-        the run did not train are left out. ``round`` / ``split`` restrict a ReST-EM run to one round
-        and one side (``train`` / ``holdout``).
+        :class:`~sealq.vocab.Row` -> one list per passage (in passage order) of a :class:`~sealq.metrics.Score`
+        per question. ``mean_self_edit`` averages a question's grades over all K (x seeds) self-edits;
+        ``best_of_k`` over the best self-edit of each seed; ``passage_only`` and ``teacher`` over seeds. Rows
+        the run did not train are left out. ``round`` / ``split`` restrict a ReST-EM run to one round and
+        one side (``train`` / ``holdout``).
     """
     extra, params = _where(round, split)
     passages = [r["id"] for r in db.query(f"select id from passages where run_id = ?{extra} order by round, split, idx",
                                           [run_id, *params])]
-    out = {c: [] for c in CONDITIONS}
+    out: dict = {row: [] for row in Row}
     for pid in passages:
-        qids = [r["id"] for r in db.query("select id from questions where passage_id = ? order by idx", [pid])]
+        for row, grades in _passage_scores(db, pid).items():
+            out[row].append(grades)
+    return {row: v for row, v in out.items() if len(v) == len(passages) and (v or row in CORE_ROWS)}
 
-        def grades(sql, params):
-            rows = {r["question_id"]: (r["contains"], r["em"], r["f1"]) for r in db.query(sql, params)}
-            return [rows.get(q, (0.0, 0.0, 0.0)) for q in qids]
 
-        base = grades("select a.* from answers a join questions q on q.id = a.question_id "
-                      "where q.passage_id = ? and a.condition = 'no_context'", [pid])
-        out["no_context"].append(base)
-        out["with_context"].append(grades("select a.* from answers a join questions q on q.id = a.question_id "
-                                          "where q.passage_id = ? and a.condition = 'with_context'", [pid]))
-        edits = list(db.query("select id, source, status, is_best from self_edits where passage_id = ? "
-                              "order by source, seed_idx, sample_idx", [pid]))
-        per_edit = {e["id"]: grades("select * from answers where self_edit_id = ?", [e["id"]])
-                    if e["status"] == "ok" else base for e in edits}
-        model = [per_edit[e["id"]] for e in edits if e["source"] == "model"]
-        out["mean_self_edit"].append(_avg(model) if model else base)
-        best = [per_edit[e["id"]] for e in edits if e["source"] == "model" and e["is_best"]]
-        out["best_of_k"].append(_avg(best) if best else base)
-        for cond, source in (("passage_only", "passage"), ("teacher", "teacher")):
-            sets = [per_edit[e["id"]] for e in edits if e["source"] == source]
-            if sets:
-                out[cond].append(_avg(sets))
-    return {c: v for c, v in out.items() if len(v) == len(passages) and (v or c in CORE_CONDITIONS)}
+def column(groups: list[list[Score]], metric: str) -> list[list[float]]:
+    """One metric of per-passage grades (:func:`scores_by_passage` values): the bootstrap's input."""
+    return [[getattr(g, metric) for g in passage] for passage in groups]
 
 
 def directive_fallbacks(edit: dict) -> list[str] | None:
@@ -108,7 +109,7 @@ def directive_fallbacks(edit: dict) -> list[str] | None:
     """
     fb = edit["directive_fallback_json"]
     fb = json.loads(fb or "{}") if isinstance(fb, str) else (fb or {})
-    if edit["source"] != "model" or edit["status"] != "ok" or "all" in fb:
+    if edit["source"] != Source.SELF_EDIT or edit["status"] != EditStatus.OK or "all" in fb:
         return None
     return list(fb)
 
@@ -122,17 +123,17 @@ def edit_counts(db, run_id: str, round: int | None = None, split: str | None = N
         self-edits whose model-written directive had a field fall back to the default, see
         :func:`directive_fallbacks`; ``mean_reward`` None without self-edits), or with ``by_type`` one such
         dict per edit type (plus ``"edit_type"``), highest mean reward first. ``model_only``: sampled
-        self-edits only (``source = 'model'``), as in :func:`summarize`; else passage-only and teacher rows too.
+        self-edits only (``source = 'self_edit'``), as in :func:`summarize`; else passage-only and teacher rows too.
     """
     extra, params = _where(round, split)
     rows = list(db.query(
         f"""select edit_type, source, status, reward, is_best, directive_fallback_json from self_edits
             where passage_id in (select id from passages where run_id = ?{extra})
-            {"and source = 'model'" if model_only else ""} order by id""", [run_id, *params]))
+            {"and source = ?" if model_only else ""} order by id""", [run_id, *params, *([Source.SELF_EDIT.value] if model_only else [])]))
 
     def count(group):
         rewards = [r["reward"] for r in group if r["reward"] is not None]
-        return {"self_edits": len(group), "skipped": sum(r["status"] == "skipped" for r in group),
+        return {"self_edits": len(group), "skipped": sum(r["status"] == EditStatus.SKIPPED for r in group),
                 "directive_fallbacks": sum(bool(directive_fallbacks(r)) for r in group),
                 "best": sum(bool(r["is_best"]) for r in group),
                 "mean_reward": sum(rewards) / len(rewards) if rewards else None}
@@ -180,14 +181,14 @@ def describe_edits(counts: dict) -> str:
 
 def describe_status(run_id: str, status: str, error: str | None = None) -> str:
     """The status of a run in words, with how to continue it when it stopped before the end."""
-    from sealq.store import RESUMABLE, resume_command
+    from sealq.store import resume_command
 
     what = {
-        "done": "done",
-        "running": "running (a live process holds its lock)",
-        "dead": "dead: recorded as running, but no process holds its lock (killed or crashed)",
-        "interrupted": "interrupted (Ctrl-C)",
-        "failed": "failed" + (f" ({error.splitlines()[0][:200]})" if error else ""),
+        RunStatus.DONE: "done",
+        RunStatus.RUNNING: "running (a live process holds its lock)",
+        RunStatus.DEAD: "dead: recorded as running, but no process holds its lock (killed or crashed)",
+        RunStatus.INTERRUPTED: "interrupted (Ctrl-C)",
+        RunStatus.FAILED: "failed" + (f" ({error.splitlines()[0][:200]})" if error else ""),
     }.get(status, status)
     if status in RESUMABLE:
         what += f"; continue it with `{resume_command(run_id)}`"
@@ -211,13 +212,13 @@ def run_overview(db, run) -> dict:
         (:func:`describe_edits`) and ``conditions`` (as in :func:`summarize`: the stored summary of a done
         run, else computed from what is recorded so far).
     """
-    from sealq.store import RESUMABLE, resume_command, run_status
+    from sealq.store import resume_command, run_status
 
     row = db["runs"].get(run) if isinstance(run, str) else run
     config = json.loads(row["config_json"] or "{}")
     status = run_status(db, row)
     scope = results_scope(config)
-    stored = json.loads(row["summary_json"] or "null") if row["status"] == "done" else None
+    stored = json.loads(row["summary_json"] or "null") if row["status"] == RunStatus.DONE else None
     summary = stored if stored and "conditions" in stored else summarize(db, row["id"], **scope)
     counts = edit_counts(db, row["id"], **scope)
     out = {
@@ -253,7 +254,7 @@ def summarize(db, run_id: str, round: int | None = None, split: str | None = Non
     Returns:
         ``{"run_id", "passages", "questions", "self_edits", "skipped", "directive_fallbacks", "directives",
         "conditions": {name: {"n", "contains", "em", "f1"}}, "mean_reward", "best_reward"}``; rewards
-        and counts are over sampled self-edits (``source = 'model'``) only (:func:`edit_counts`; a
+        and counts are over sampled self-edits (``source = 'self_edit'``) only (:func:`edit_counts`; a
         directive fallback is a model-written directive with a field that fell back to the default, never
         fixed settings such as ``--directives off``); ``directives`` is the run's ``--directives`` mode;
         ``n`` is the number of questions graded (a metric is None when nothing is graded yet).
@@ -263,7 +264,7 @@ def summarize(db, run_id: str, round: int | None = None, split: str | None = Non
     for name, groups in scores_by_passage(db, run_id, round, split).items():
         grades = [g for passage in groups for g in passage]
         n = len(grades)
-        conditions[name] = {"n": n, **{m: (sum(g[i] for g in grades) / n if n else None) for i, m in enumerate(METRICS)}}
+        conditions[name] = {"n": n, **{m: (sum(getattr(g, m) for g in grades) / n if n else None) for m in METRICS}}
     scope = f"passage_id in (select id from passages where run_id = ?{extra})"
     counts = edit_counts(db, run_id, round, split)
     best = db.execute(f"select avg(reward) from self_edits where {scope} and is_best = 1", [run_id, *params]).fetchone()
@@ -272,7 +273,7 @@ def summarize(db, run_id: str, round: int | None = None, split: str | None = Non
     return {
         "run_id": run_id,
         "passages": _count_passages(db, run_id, round, split),
-        "questions": conditions["no_context"]["n"],
+        "questions": conditions[Row.NO_CONTEXT]["n"],
         "self_edits": counts["self_edits"],
         "skipped": counts["skipped"],
         "directive_fallbacks": counts["directive_fallbacks"],
