@@ -1,10 +1,12 @@
-"""How many CPU cores this process may use: the one source of every default thread count."""
+"""How many CPU cores this process may use, and how many of them other processes keep busy: the one
+source of every default thread count."""
 
 from __future__ import annotations
 
 import os
+import time
 
-__all__ = ["usable_cores"]
+__all__ = ["usable_cores", "busy_cores", "training_threads", "bf16_supported"]
 
 
 def usable_cores() -> int:
@@ -16,3 +18,64 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def _cpu_times() -> dict[int, tuple[int, int]]:
+    """Per CPU: (all jiffies, jiffies not used by processes: idle, iowait and steal, the time another
+    virtual machine had the physical core, which fewer threads would not get back) from ``/proc/stat``."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                ticks = [int(x) for x in fields]
+                out[int(name[3:])] = (sum(ticks[:8]), ticks[3] + ticks[4] + ticks[7])  # user..steal; idle, iowait, steal
+    return out
+
+
+def busy_cores(sample_s: float = 0.1) -> float:
+    """How many of this process's cores other processes keep busy, in cores, over a short sample (this
+    process's own CPU time in the window is subtracted): the busy share of each CPU in its affinity
+    from ``/proc/stat``, summed. 0.0 where ``/proc/stat`` or affinity is not available (not Linux).
+
+    Args:
+        sample_s: the sampling window in seconds.
+    """
+    try:
+        mine = os.sched_getaffinity(0)
+        before, own0, t0 = _cpu_times(), time.process_time(), time.monotonic()
+        time.sleep(sample_s)
+        after, own1, t1 = _cpu_times(), time.process_time(), time.monotonic()
+    except (AttributeError, OSError, ValueError):
+        return 0.0
+    busy = 0.0
+    for cpu in mine & before.keys() & after.keys():
+        total = after[cpu][0] - before[cpu][0]
+        if total > 0:
+            busy += 1.0 - (after[cpu][1] - before[cpu][1]) / total
+    own = (own1 - own0) / max(t1 - t0, 1e-6)  # this process's own threads (a spinning thread pool) are not others'
+    return max(0.0, busy - own)
+
+
+def training_threads(requested: int = 0) -> int:
+    """Torch threads for one training: ``requested`` if set, else the usable cores minus those other
+    processes keep busy right now (at least 1). OpenMP threads that share a core with another busy process
+    wait for each other at every operator: on 2 cores next to one busy loop, 2 threads trained at 12-20
+    tokens/s and 1 thread at 114 (``bench/contention.py``)."""
+    if requested:
+        return requested
+    return max(1, usable_cores() - int(busy_cores() + 0.5))
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (the ``avx512_bf16`` or ``amx_bf16`` flag in
+    ``/proc/cpuinfo``; Linux only). Without it torch emulates bf16, slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False

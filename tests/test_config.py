@@ -239,3 +239,26 @@ def test_from_dict_of_a_bad_dict_raises_sealq_error(stored):
     with pytest.raises(SealqError) as e:
         LoopConfig.from_dict(stored)
     assert "\n" not in str(e.value)
+
+
+def test_precision_is_checked_against_this_cpu():
+    """--precision: fp32 everywhere; bf16 only where the CPU has native bfloat16, refused in one line
+    elsewhere; auto resolves to what this CPU has; anything else is refused."""
+    from sealq.cores import bf16_supported
+    from sealq.engine.config import resolve_precision
+
+    assert TrainConfig(precision="fp32").precision == "fp32"
+    assert resolve_precision("auto") == ("bf16" if bf16_supported() else "fp32")
+    assert resolve_precision("fp32") == "fp32"
+    if bf16_supported():
+        assert TrainConfig(precision="bf16").precision == "bf16"
+    else:
+        with pytest.raises(SealqError, match=r"^--precision bf16: this CPU has no native bfloat16"):
+            TrainConfig(precision="bf16")
+    with pytest.raises(SealqError, match=r"^--precision must be one of auto, fp32, bf16, got 'fp16'$"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(SealqError, match="--precision must be one of"):
+        TrainConfig(precision="auto")  # resolved before it is stored: a run's config says what it used
+    stored = LoopConfig(train=TrainConfig(precision="fp32")).to_dict()
+    del stored["train"]["precision"]  # a run recorded before --precision existed trained in fp32
+    assert LoopConfig.from_dict(stored).train.precision == "fp32"

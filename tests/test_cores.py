@@ -32,3 +32,41 @@ def test_torch_and_llama_cpp_threads_follow_a_restricted_affinity(model):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1", "1", "1"], out.stdout
+
+
+def _busy_loop():
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="/proc/stat (Linux) is where busy cores are read")
+def test_a_busy_process_is_seen_and_this_process_is_not():
+    """busy_cores counts another process's busy loop (about one core) and not this process's own busy
+    thread; training_threads leaves the busy core alone (bench/contention.py: 2 threads next to a busy
+    loop trained 7-12x slower than 1 thread) and keeps an explicit count."""
+    import threading
+
+    from sealq.cores import busy_cores, training_threads, usable_cores
+
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    try:
+        own_only = busy_cores(0.3)
+    finally:
+        stop.set()
+        spinner.join()
+    competitor = _busy_loop()
+    try:
+        import time
+
+        time.sleep(0.2)
+        other = busy_cores(0.3)
+        threads = training_threads()
+    finally:
+        competitor.kill()
+        competitor.wait()
+    assert other - own_only > 0.6, (own_only, other)  # the other process's loop: about one core more
+    assert own_only < other
+    if usable_cores() >= 2:
+        assert threads <= usable_cores() - 1
+    assert training_threads(3) == 3

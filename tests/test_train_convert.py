@@ -8,6 +8,7 @@ from sealq.convert import convert_peft_to_gguf
 from sealq.convert.lora_gguf import permute_rows
 from sealq.engine.config import Directive, TrainConfig
 from sealq.engine.selfedit import training_texts
+from sealq.cores import bf16_supported
 from sealq.engine.train import lr_at, make_batches, train_lora
 from sealq.errors import SealqError
 
@@ -120,3 +121,22 @@ def test_convert_cli_and_gguf_dump(trained, tmp_path):
     r = CliRunner().invoke(cli, ["convert", str(bad), str(tmp_path / "x.gguf")])
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "DoRA" in r.stderr
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
+def test_bf16_training_learns_what_fp32_learns(trained, hf_model, runner, passages, tmp_path):
+    """--precision bf16: the same sequences, seed and steps as the fp32 fixture; the loss curve follows
+    fp32's (bf16 rounds the frozen base's matmuls, so close, not equal) and the LoRA stays fp32."""
+    import torch
+
+    fp32, _ = trained
+    seqs = [runner.tokenize(t) for t in training_texts(passages[0], ["The Varnholt lamp flashes green every nine seconds."])]
+    res = train_lora(hf_model, seqs, Directive(epochs=2, lr=1e-3, rank=4), TrainConfig(precision="bf16"),
+                     tmp_path / "bf16", seed=0)
+    assert res.steps == fp32.steps and res.losses != fp32.losses  # bf16 really ran
+    assert res.losses[0] == pytest.approx(fp32.losses[0], rel=0.02)  # before any update: rounding only
+    assert res.losses == pytest.approx(fp32.losses, rel=0.10)  # measured: at most 5.3% apart over 4 steps
+    assert res.losses[-1] < res.losses[0]
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(res.adapter_dir / "adapter_model.safetensors").values()} == {torch.float32}

@@ -14,7 +14,8 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import EDIT_TYPES, Directive, EvalConfig, LoopConfig, PolicyConfig, SelfEditConfig, TrainConfig
+from sealq.engine.config import (EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, SelfEditConfig,
+                                 TrainConfig, resolve_precision)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
 
@@ -200,11 +201,14 @@ def _run_options(workspace: str):
 
 
 def _training_options(epochs: str, lr: str, rank: str):
-    """--epochs, --lr, --rank: the training settings (``sealq loop``: of the default directive)."""
+    """--epochs, --lr, --rank: the training settings (``sealq loop``: of the default directive); --precision."""
     return _options(
         click.option("--epochs", type=int, default=Directive.epochs, show_default=True, help=epochs),
         click.option("--lr", type=float, default=Directive.lr, show_default=True, help=lr),
         click.option("--rank", type=int, default=Directive.rank, show_default=True, help=rank),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                     help="LoRA training: bf16 runs the frozen base's forward in bfloat16 (CPUs with AVX512-BF16 or "
+                          "AMX; LoRA weights and optimizer stay fp32); auto picks bf16 where the CPU has it."),
     )
 
 
@@ -241,7 +245,7 @@ _restem_options = _options(
 @click.option("--resume", "resume", metavar="RUN",
               help="Continue an interrupted run (id, prefix or 'latest') with its stored settings; other options are ignored.")
 @_json_option("summary")
-def loop(data, passages, k, edit_types, model, seed, workspace, directives, epochs, lr, rank, temperature, top_p,
+def loop(data, passages, k, edit_types, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
          keep_adapters, rounds, holdout, holdout_fraction, holdout_passages, policy_epochs, policy_lr, policy_rank,
          resume, as_json):
     """Run the SEAL inner loop: baseline, self-edits, LoRA per self-edit, evaluation, best-of-K.
@@ -262,7 +266,7 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or EDIT_TYPES, temperature=temperature, top_p=top_p,
                                 directives=directives),
-        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank)), eval=EvalConfig(), rounds=rounds,
+        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(), rounds=rounds,
         holdout=holdout, holdout_fraction=holdout_fraction, holdout_passages=holdout_passages,
         policy=PolicyConfig(epochs=policy_epochs, lr=policy_lr, rank=policy_rank),
     )
@@ -357,7 +361,7 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
 @_training_options(epochs="Training epochs (every condition).", lr="Peak learning rate (every condition).",
                    rank="LoRA rank, alpha = 2 x rank (every condition).")
 @_json_option("table")
-def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace, epochs, lr, rank, as_json):
+def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace, epochs, lr, rank, precision, as_json):
     """The SEAL comparison table: base, ceiling, LoRA on passage, passage + self-edit (mean and best-of-K),
     passage + teacher self-edit; EM, F1 and contains with 95% passage-bootstrap intervals.
 
@@ -372,7 +376,7 @@ def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace,
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, seeds=seeds, passage_only=True, teacher=teacher,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off"),
-        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank)), eval=EvalConfig(),
+        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
     ws = resolve_workspace(workspace)
     summary = _with_progress(lambda events: run_loop(config, ws, events, command="eval"))

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from sealq.cores import bf16_supported
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS
 
-__all__ = ["EDIT_TYPES", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
+__all__ = ["EDIT_TYPES", "PRECISIONS", "resolve_precision", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
            "LoopConfig"]
+
+#: Training precisions; ``auto`` resolves to ``bf16`` where the CPU has native bfloat16, else ``fp32``.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` on a CPU with native bfloat16 (:func:`sealq.cores.bf16_supported`), else ``fp32``;
+    any other value is returned as it is (checked by :class:`TrainConfig`)."""
+    if precision == "auto":
+        return "bf16" if bf16_supported() else "fp32"
+    return precision
+
 
 #: Self-edit types (SEAL sec. 3.2 uses "implications"; rewrite and self-QA are the paper's appendix variants).
 EDIT_TYPES = ("implications", "rewrite", "self-qa")
@@ -92,7 +105,11 @@ class TrainConfig:
         targets: linear modules that get a LoRA (llama names).
         max_seq_tokens: longest training sequence in tokens; longer ones are cut.
         warmup_fraction: share of steps with linear warm-up.
-        threads: torch intra-op threads (0: all cores).
+        threads: torch intra-op threads (0: before each training, the usable cores minus those other
+            processes keep busy, :func:`sealq.cores.training_threads`).
+        precision: ``fp32``, or ``bf16``: the frozen base's forward under ``torch.autocast`` in bfloat16
+            (LoRA weights, gradients and optimizer state stay fp32); only on a CPU with native bf16
+            (:func:`sealq.cores.bf16_supported`). ``--precision auto`` picks it where the CPU has it.
     """
 
     default: Directive = field(default_factory=Directive)
@@ -102,6 +119,7 @@ class TrainConfig:
     max_seq_tokens: int = 512
     warmup_fraction: float = 0.1
     threads: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self):
         d, b = self.default, self.bounds
@@ -111,6 +129,9 @@ class TrainConfig:
         _check(self.batch_tokens >= 16, f"batch_tokens must be >= 16, got {self.batch_tokens}")
         _check(self.max_seq_tokens >= 16, f"max_seq_tokens must be >= 16, got {self.max_seq_tokens}")
         _check(0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        _check(self.precision in PRECISIONS[1:], f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.precision != "bf16" or bf16_supported(),
+               "--precision bf16: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag); use fp32")
 
 
 @dataclass(frozen=True)
@@ -155,7 +176,7 @@ class PolicyConfig:
         """The LoRA training settings of the generator update (targets and threads as the knowledge LoRAs')."""
         return TrainConfig(default=Directive(self.epochs, self.lr, self.rank), max_seq_tokens=self.max_seq_tokens,
                            bounds=DirectiveBounds((1, 20), (1e-6, 1e-2), (4, 8, 16, 32, 64)),
-                           targets=knowledge.targets, threads=knowledge.threads)
+                           targets=knowledge.targets, threads=knowledge.threads, precision=knowledge.precision)
 
 
 @dataclass(frozen=True)

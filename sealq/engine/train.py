@@ -1,4 +1,5 @@
-"""Inner-loop update: fit a LoRA adapter to a self-edit's training sequences (PEFT, fp32, CPU).
+"""Inner-loop update: fit a LoRA adapter to a self-edit's training sequences (PEFT, CPU; fp32, or the frozen
+base's forward in bf16 under autocast where the CPU has native bfloat16).
 
 SEAL (Zweiger et al. 2025, sec. 3.1): the self-edit's generated data is used for supervised
 fine-tuning of a LoRA adapter with the self-edit's directive (epochs, learning rate, rank); the adapted
@@ -15,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from sealq.cores import training_threads
 from sealq.engine.config import Directive, TrainConfig
 
 __all__ = ["TrainResult", "PromptCompletion", "lr_at", "make_batches", "train_lora"]
@@ -122,6 +124,7 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
     sequences = [s for s in sequences if s.n_prompt < len(s)]
     if not sequences:
         raise ValueError("no training sequences of at least 2 tokens (with a completion after the prompt)")
+    torch.set_num_threads(training_threads(config.threads))  # fewer when other processes hold cores
     torch.manual_seed(seed)
     rng = random.Random(seed)
     lora = LoraConfig(
@@ -159,8 +162,9 @@ def _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng)
                 labels = ids.masked_fill(mask == 0, -100)  # (B, T)
                 for i, s in enumerate(batch):
                     labels[i, : s.n_prompt] = -100  # prompt tokens: context only, no loss
-                # -- forward: mean next-token cross-entropy over real tokens
-                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+                # -- forward: mean next-token cross-entropy over real tokens (bf16: the matmuls in bfloat16)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    out = model(input_ids=ids, attention_mask=mask, labels=labels)
                 # -- backward and step, with the scheduled learning rate
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total, directive.lr, config.warmup_fraction)
