@@ -19,10 +19,11 @@ OUTTYPE = sys.argv[1] if len(sys.argv) > 1 else "f32"  # the loop writes f32 ada
 
 
 def main() -> None:
+    from _common import record
     from conftest import random_peft_adapter
 
     from sealq.convert import convert_peft_to_gguf
-    from sealq.convert.lora_gguf import read_base_info, validate_adapter
+    from sealq.models.gguf_meta import read_base_info, validate_adapter
     from sealq.models.hf import default_cache_root, load_training_model, set_torch_threads
     from sealq.models.llama import LlamaRunner
     from sealq.models.registry import resolve_model
@@ -80,6 +81,9 @@ def main() -> None:
     validate_adapter(tmp / "a1.gguf", model.path)
     print(f"validate an adapter file against the base (external adapters only): {(time.perf_counter() - t) * 1000:.1f} ms")
     print(f"reload / swap ratio: {r / (s_in + s_out):.1f}x (target >= 20x)")
+    record("convert_swap", f"adapter hot-swap ({OUTTYPE}), reload over swap", round(r / (s_in + s_out), 2), "x",
+           swap_in_ms=round(s_in * 1000, 2), swap_out_ms=round(s_out * 1000, 3), reload_ms=round(r * 1000, 1),
+           convert_ms=round(statistics.median(conv) * 1000, 1))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from _common import THREADS, default_model, machine
+from _common import THREADS, default_model, machine, record
 
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper on a small island."}]
 N_TOKENS = 128
@@ -43,6 +43,8 @@ def main() -> None:
     hf_tps = n / dt
     print(f"transformers generate (fp32, dequantized, {THREADS} threads): {hf_tps:.1f} tok/s")
     print(f"llama.cpp / transformers ratio: {best / hf_tps:.1f}x (target >= 5x)")
+    record("generation", "decode tokens/s, llama.cpp over transformers generate", round(best / hf_tps, 2), "x",
+           llama_tok_s=round(best, 1), transformers_tok_s=round(hf_tps, 1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import machine, record
 
 
 def main() -> None:
@@ -32,6 +32,8 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"sealq loop ({args.passages or 8} passages, K=3): wall {wall / 60:.1f} min")
     print(f"peak RSS: {peak_mb / 1024:.2f} GB (target <= 2.5 GB)")
+    record("peak_rss", "peak RSS of sealq loop", round(peak_mb / 1024, 3), "GB", passages=args.passages or 8,
+           wall_min=round(wall / 60, 2))
 
 
 if __name__ == "__main__":
