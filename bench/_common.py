@@ -32,16 +32,12 @@ def default_model():
 
 
 def cpu_flags() -> list[str]:
-    """The CPU's instruction-set flags that matter for these figures (from /proc/cpuinfo)."""
+    """The CPU's instruction-set flags that matter for these figures (:func:`sealq.cores.cpu_flags`)."""
+    from sealq.cores import cpu_flags as all_flags
+
     wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
+    have = all_flags()
+    return [f for f in wanted if f in have]
 
 
 def record(bench: str, figure: str, value, unit: str, **extra) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["usable_cores", "busy_cores", "training_threads", "bf16_supported"]
+__all__ = ["usable_cores", "busy_cores", "training_threads", "cpu_flags", "bf16_supported"]
 
 
 def usable_cores() -> int:
@@ -67,15 +67,20 @@ def training_threads(requested: int = 0) -> int:
     return max(1, usable_cores() - int(busy_cores() + 0.5))
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU computes bfloat16 matmuls natively (the ``avx512_bf16`` or ``amx_bf16`` flag in
-    ``/proc/cpuinfo``; Linux only). Without it torch emulates bf16, slower than fp32."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags (the ``flags`` line of ``/proc/cpuinfo``; empty where it is not
+    available, i.e. not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (the ``avx512_bf16`` or ``amx_bf16`` flag,
+    :func:`cpu_flags`). Without it torch emulates bf16, slower than fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
