@@ -141,13 +141,18 @@ def _self_edit_row(run_id: str, p: PassageRecord, seed_idx: int, sample_idx: int
     }
 
 
+def _loss_curve(a: TrainedAdapter) -> str:
+    """An adapter's per-step training losses as stored (``loss_curve_json``, 5 decimals)."""
+    return json.dumps([round(x, 5) for x in a.train.losses])
+
+
 def _adapter_row(run_id: str, se_id: int, a: TrainedAdapter, keep: bool) -> dict:
     return {
         "run_id": run_id, "self_edit_id": se_id, "peft_path": str(a.peft_dir), "gguf_path": str(a.gguf_path),
         "gguf_sha256": file_sha256(a.gguf_path), "rank": a.train.rank, "alpha": a.train.alpha,
         "epochs": a.directive.epochs, "lr": a.directive.lr, "n_sequences": a.n_sequences,
         "tokens_trained": a.train.tokens_trained, "final_loss": a.train.final_loss,
-        "loss_curve_json": json.dumps([round(x, 5) for x in a.train.losses]), "train_seconds": a.train.seconds,
+        "loss_curve_json": _loss_curve(a), "train_seconds": a.train.seconds,
         "convert_seconds": a.convert_seconds, "kept": int(keep),
     }
 
@@ -213,7 +218,7 @@ def record_policy(db, run_id: str, round_: int, pairs: list[dict], adapter: Trai
             "peft_path": str(adapter.peft_dir), "gguf_path": str(adapter.gguf_path),
             "gguf_sha256": file_sha256(adapter.gguf_path), "rank": t.rank, "alpha": t.alpha,
             "epochs": adapter.directive.epochs, "lr": adapter.directive.lr, "tokens_trained": t.tokens_trained,
-            "final_loss": t.final_loss, "loss_curve_json": json.dumps([round(x, 5) for x in t.losses]),
+            "final_loss": t.final_loss, "loss_curve_json": _loss_curve(adapter),
             "train_seconds": t.seconds,
         }).last_pk
         db["policy_pairs"].insert_all([{"policy_id": pid, "self_edit_id": p["self_edit_id"]} for p in pairs])
