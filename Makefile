@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	  mkdir -p $(dir $(WHEELHOUSE)) && rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
 	fi
 	$(BIN)/python -m pip install --no-deps --no-index --find-links $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,ray]'
 	$(BIN)/python -c "import llama_cpp, torch, peft, transformers, gguf; print('sealq deps ok: torch', torch.__version__, 'llama_cpp', llama_cpp.__version__)"
 	touch $(STAMP)
 

@@ -2,14 +2,17 @@
 
 Set ``SEALQ_KILL_AT=<point>[:<n>]`` and the n-th time (default the first) the loop passes ``<point>``
 the process sends itself SIGKILL: no cleanup, no ``finally``, no flush, exactly like ``kill -9`` or a
-power cut at that instant. The points are listed in :data:`POINTS`. Unset (always, outside tests) the
-check costs one dictionary lookup.
+power cut at that instant. ``SEALQ_FAIL_AT=<point>[:<n>]`` raises a :class:`~sealq.errors.SealqError`
+there instead (how a user's error inside a Ray worker reaches the driver). The points are listed in
+:data:`POINTS`. Unset (always, outside tests) the check costs two dictionary lookups.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+
+from sealq.errors import SealqError
 
 __all__ = ["POINTS", "kill_point"]
 
@@ -19,17 +22,22 @@ __all__ = ["POINTS", "kill_point"]
 #: ReST-EM run, after a policy adapter is trained and converted but before its row is recorded.
 POINTS = ("generate", "train", "convert", "db_write", "policy")
 
-_seen: dict[str, int] = {}
+_seen: dict[tuple[str, str], int] = {}
 
 
 def kill_point(name: str) -> None:
-    """SIGKILL this process if ``$SEALQ_KILL_AT`` names this point and occurrence."""
-    spec = os.environ.get("SEALQ_KILL_AT")
-    if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point != name:
-        return
-    _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL this process if ``$SEALQ_KILL_AT`` names this point and occurrence; raise SealqError if
+    ``$SEALQ_FAIL_AT`` does."""
+    for var in ("SEALQ_KILL_AT", "SEALQ_FAIL_AT"):
+        spec = os.environ.get(var)
+        if not spec:
+            continue
+        point, _, nth = spec.partition(":")
+        if point != name:
+            continue
+        _seen[var, name] = _seen.get((var, name), 0) + 1
+        if _seen[var, name] != int(nth or 1):
+            continue
+        if var == "SEALQ_KILL_AT":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise SealqError(f"injected fault at {name} (SEALQ_FAIL_AT)")

@@ -13,7 +13,7 @@ from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS
 
 __all__ = ["EDIT_TYPES", "PRECISIONS", "resolve_precision", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
-           "LoopConfig"]
+           "LoopConfig", "ScaleConfig"]
 
 #: Training precisions; ``auto`` resolves to ``bf16`` where the CPU has native bfloat16, else ``fp32``.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -267,3 +267,34 @@ class LoopConfig:
             return cls(**d, selfedit=se, train=TrainConfig(**tr), eval=ev, policy=policy)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SealqError(f"stored run config is not readable by this sealq version ({e})") from None
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Where a run's inner steps execute (``--workers``): not stored with the run's settings, so a run can
+    be resumed with or without workers. With the same threads per training the rows are the same whatever
+    ``workers`` is (see docs/scale-out.md for what changes when thread counts differ).
+
+    Args:
+        workers: Ray actors running inner steps and baselines in parallel (0: in this process, Ray is
+            not imported).
+        threads_per_worker: torch, OpenMP and llama.cpp threads of each worker (0: the usable cores
+            divided by ``workers``, at least 1).
+        ray_address: join this running Ray cluster (``ray start --head`` printed it) instead of starting a
+            local one on 127.0.0.1.
+    """
+
+    workers: int = 0
+    threads_per_worker: int = 0
+    ray_address: str | None = None
+
+    def __post_init__(self):
+        _check(0 <= self.workers <= 4096, f"--workers must be in 1-4096, got {self.workers}")
+        _check(self.threads_per_worker >= 0, f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
+        _check(self.workers > 0 or not (self.threads_per_worker or self.ray_address),
+               "--threads-per-worker and --ray-address need --workers N")
+        _check(self.ray_address is None or bool(self.ray_address.strip()), "--ray-address must not be empty")
+
+    def threads(self, cores: int) -> int:
+        """Threads per worker: as given, else ``cores // workers`` (at least 1)."""
+        return self.threads_per_worker or max(1, cores // max(1, self.workers))

@@ -36,8 +36,9 @@ from pathlib import Path
 from ulid import ULID
 
 from sealq.analysis.tables import run_summary
-from sealq.engine.config import LoopConfig
-from sealq.engine.passage import LoopEvents, Scope, Session, run_passage, units_per_passage
+from sealq.engine.config import LoopConfig, ScaleConfig
+from sealq.engine.jobs import LocalExecutor
+from sealq.engine.passage import LoopEvents, Scope, Session, run_passages, units_per_passage
 from sealq.engine.record import Clock, elapsed_since
 from sealq.engine.restem import run_rounds
 from sealq.engine.selection import Selection, check_lengths, select_passages, selection_sha256
@@ -75,7 +76,7 @@ def _resolved(config: LoopConfig, model: ResolvedModel) -> LoopConfig:
 
 
 def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
-             events: LoopEvents | None = None, command: str = "loop") -> dict:
+             events: LoopEvents | None = None, command: str = "loop", scale: ScaleConfig | None = None) -> dict:
     """Run the loop on ``config.data`` (bundled default set when None) and record everything.
 
     Args:
@@ -83,6 +84,8 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
         workspace: where ``runs.db`` and adapters go (see :func:`sealq.store.resolve_workspace`).
         events: progress callbacks.
         command: the command name stored with the run (``loop`` or ``eval``; ``restem`` with rounds).
+        scale: run the work on Ray workers (:class:`~sealq.engine.config.ScaleConfig`); None: in this
+            process, Ray not imported.
 
     Returns:
         The run summary (also stored in ``runs.summary_json``); see :func:`sealq.analysis.tables.run_summary`.
@@ -110,10 +113,11 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
         "pid": os.getpid(), "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
         "selection_sha256": selection_sha256(sel),
     })
-    return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=0)
+    return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=0, scale=scale)
 
 
-def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: LoopEvents | None = None) -> dict:
+def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: LoopEvents | None = None,
+                scale: ScaleConfig | None = None) -> dict:
     """Continue an interrupted run with its stored config and seeds (``sealq loop --resume RUN``).
 
     Recorded passages and self-edits are skipped; orphaned temporary files and the files of unrecorded
@@ -121,6 +125,7 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
 
     Args:
         run: run id, unique prefix, or ``latest``.
+        scale: as :func:`run_loop`; a run may be resumed with or without the workers it started with.
 
     Returns:
         The run summary, as :func:`run_loop`.
@@ -148,7 +153,8 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
     except BaseException:
         lock.release()
         raise
-    return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=row["duration_ms"] or 0)
+    return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=row["duration_ms"] or 0,
+                    scale=scale)
 
 
 def _resumable(db, run_id: str, row: dict) -> tuple[LoopConfig, Selection, ResolvedModel]:
@@ -193,14 +199,16 @@ def _clean_orphans(db, run_id: str, folder: Path) -> list[Path]:
 
 
 def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, model: ResolvedModel, runner,
-             events: LoopEvents, lock, prior_ms: int) -> dict:
-    """Load the training model, run every passage (or the ReST-EM rounds), record the summary; on any
-    failure record the run as failed or interrupted (a full disk as one line that says how to resume)."""
+             events: LoopEvents, lock, prior_ms: int, scale: ScaleConfig | None) -> dict:
+    """Load the training model (or start the workers), run every passage (or the ReST-EM rounds), record
+    the summary; on any failure record the run as failed or interrupted (a full disk as one line that says
+    how to resume)."""
     elapsed_ms = elapsed_since(prior_ms)
+    executor = None
     try:
         clock = Clock(elapsed_ms)
-        s = Session(db, run_id, ws / "runs" / run_id, config, _models(config, model, runner, clock, events), clock,
-                    events, sel.teacher)
+        executor = _executor(config, model, runner, clock, events, scale)
+        s = Session(db, run_id, ws / "runs" / run_id, config, executor.models, clock, events, sel.teacher, executor)
         clock.flush(db, run_id)
         _run_passages(s, sel)
         summary = run_summary(db, run_id)
@@ -211,12 +219,21 @@ def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, mode
         _record_failure(db, ws, run_id, e, elapsed_ms())
         raise
     finally:
+        if executor is not None:
+            executor.close()
         lock.release()
 
 
-def _models(config: LoopConfig, model: ResolvedModel, runner, clock: Clock, events: LoopEvents) -> Models:
-    events.stage("loading the training model (dequantized GGUF)")
-    return Models(runner, load_trainer(config, model, clock.timer), model.path)
+def _executor(config: LoopConfig, model: ResolvedModel, runner, clock: Clock, events: LoopEvents,
+              scale: ScaleConfig | None):
+    """In-process: load the training model next to ``runner``. With workers: start them (each loads
+    both models); the driver keeps ``runner`` for tokenization and trains nothing."""
+    if scale is None or not scale.workers:
+        events.stage("loading the training model (dequantized GGUF)")
+        return LocalExecutor(Models(runner, load_trainer(config, model, clock.timer), model.path), config)
+    from sealq.engine.workers import RayPool
+
+    return RayPool(config, scale, file_sha256(model.path), events, Models(runner, None, model.path))
 
 
 def _run_passages(s: Session, sel: Selection) -> None:
@@ -227,9 +244,7 @@ def _run_passages(s: Session, sel: Selection) -> None:
         return
     s.events.start(len(sel.train), k)
     s.events.total(len(sel.train) * units_per_passage(s.config))
-    for idx, passage in enumerate(sel.train):
-        run_passage(s, idx, passage, Scope(0, Split.ALL))
-        s.events.passage_done(idx)
+    run_passages(s, sel.train, Scope(0, Split.ALL))
 
 
 def _record_failure(db, ws: Path, run_id: str, e: BaseException, elapsed_ms: int) -> None:

@@ -1,9 +1,10 @@
-"""One passage of a run (SEAL, Zweiger et al. 2025, sec. 3, Algorithm 1): baseline and ceiling answers,
-then per repeat (``--seeds``) the inner steps (LoRA on the passage alone, K sampled self-edits, a teacher
-self-edit: whichever the run trains), each recorded as it finishes, then the best-of-K pick.
+"""The passages of a run (SEAL, Zweiger et al. 2025, sec. 3, Algorithm 1): per passage, baseline and
+ceiling answers, then per repeat (``--seeds``) the inner steps (LoRA on the passage alone, K sampled
+self-edits, a teacher self-edit: whichever the run trains), then the best-of-K pick.
 
-Resumable step by step: what is recorded is read back, not redone; what is not is run with the seed an
-uninterrupted run would have used.
+The work runs on the session's executor (:mod:`sealq.engine.jobs`: in this process, or on Ray workers)
+and is recorded in one fixed order whatever ran it. Resumable step by step: what is recorded is read
+back, not redone; what is not is run with the seed an uninterrupted run would have used.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sealq.engine import answer as qa
 from sealq.engine import record
 from sealq.engine.config import LoopConfig
 from sealq.engine.dataset import Passage
+from sealq.engine.jobs import BaselineJob, BaselineResult, StepJob
 from sealq.engine.record import Candidate, Clock, PassageRecord
-from sealq.engine.step import SEED_SLOTS, Models, StepInput, inner_step, step_seed
+from sealq.engine.step import SEED_SLOTS, Models, StepInput, StepResult, step_seed
+from sealq.metrics import Score
 from sealq.vocab import EditStatus, Source, Split
 
-__all__ = ["Session", "Scope", "LoopEvents", "run_passage", "units_per_passage"]
+__all__ = ["Session", "Scope", "LoopEvents", "run_passages", "units_per_passage"]
 
 
 class LoopEvents:
@@ -45,7 +47,9 @@ class LoopEvents:
 @dataclass(frozen=True)
 class Session:
     """What every passage of one run shares: the database and run, the run's folder, its settings, the
-    live models, the timing clock, the progress callbacks and the teacher completions by passage key."""
+    driver's models (``models.trainer`` is None when workers train), the timing clock, the progress
+    callbacks, the teacher completions by passage key, and the executor the work runs on
+    (:mod:`sealq.engine.jobs`)."""
 
     db: object
     run_id: str
@@ -55,6 +59,7 @@ class Session:
     clock: Clock
     events: LoopEvents
     teacher: dict
+    executor: object
 
 
 @dataclass(frozen=True)
@@ -72,28 +77,123 @@ def units_per_passage(config: LoopConfig) -> int:
     return config.seeds * (config.selfedit.k + int(config.passage_only) + int(bool(config.teacher)))
 
 
-def run_passage(s: Session, idx: int, passage: Passage, scope: Scope = Scope()) -> None:
-    """Baseline, inner steps and best-of-K for passage ``idx`` (module docstring), recorded as they finish."""
-    rec = record.find_passage(s.db, s.run_id, scope.round, scope.split, idx) or _baseline(s, idx, passage, scope)
-    k = s.config.selfedit.k
-    for seed_idx in range(s.config.seeds):
-        if s.config.passage_only:
-            _unit(s, scope, idx, passage, rec, seed_idx, Source.PASSAGE_ONLY, 0)
-        candidates = [_unit(s, scope, idx, passage, rec, seed_idx, Source.SELF_EDIT, j) for j in range(k)]
-        if s.config.teacher:
-            _unit(s, scope, idx, passage, rec, seed_idx, Source.TEACHER, 0)
-        _best_of_k(s, scope, candidates)
+def run_passages(s: Session, passages: list[Passage], scope: Scope = Scope()) -> None:
+    """Baselines, inner steps and best-of-K picks of ``passages`` (indexes 0, 1, ... in ``scope``).
+
+    Work goes to ``s.executor`` as soon as it can start (a passage's steps once its baseline is known),
+    up to what the executor can take, passages in order; results are recorded strictly in the order an
+    in-process run records them (baseline, steps, best-of-K, passage by passage), so the rows do not
+    depend on how many workers ran them or which finished first. Resumable: what is recorded is read
+    back, not redone.
+    """
+    work = [_plan(s, scope, idx, p) for idx, p in enumerate(passages)]
+    tickets: dict = {}
+    head = 0
+    while True:
+        while head < len(work) and _commit(s, scope, work[head]):
+            s.events.passage_done(work[head].idx)
+            head += 1
+        if head == len(work):
+            return
+        _submit_ready(s, scope, work[head: head + s.executor.capacity + 1], tickets)
+        ticket, result = s.executor.next_done()
+        w, st = tickets.pop(ticket)
+        if st is not None:
+            st.result = result
+        else:
+            w.base_result, w.baseline = result, Score.mean(a.score for a in result.base)
 
 
-def _baseline(s: Session, idx: int, passage: Passage, scope: Scope) -> PassageRecord:
-    """Answer the passage's questions without the passage and with it (greedy: once per passage)."""
-    runner, budget = s.models.runner, s.config.eval.max_tokens
-    runner.set_adapters(None)
-    with s.clock.time("baseline"):
-        base = qa.answer_passage(runner, passage, with_context=False, max_tokens=budget)
-    with s.clock.time("ceiling"):
-        ceiling = qa.answer_passage(runner, passage, with_context=True, max_tokens=budget)
-    return record.record_passage(s.db, s.run_id, idx, passage, scope.round, scope.split, base, ceiling, s.clock)
+@dataclass
+class _Step:
+    """One inner step of a passage: where it sits (repeat, source, sample index) and how far it got."""
+
+    seed_idx: int
+    source: Source
+    j: int
+    done: Candidate | None = None
+    submitted: bool = False
+    result: StepResult | None = None
+
+
+@dataclass
+class _Work:
+    """One passage's work: its recorded row (or baseline result waiting to be recorded) and its steps in
+    the order they are recorded."""
+
+    idx: int
+    passage: Passage
+    rec: PassageRecord | None
+    steps: list
+    baseline: Score | None = None
+    base_submitted: bool = False
+    base_result: BaselineResult | None = None
+    committed: int = 0
+
+
+def _plan(s: Session, scope: Scope, idx: int, passage: Passage) -> _Work:
+    """Passage ``idx``'s work, with what a resumed run already recorded read back."""
+    c = s.config
+    steps = []
+    for seed_idx in range(c.seeds):
+        steps += [_Step(seed_idx, Source.PASSAGE_ONLY, 0)] if c.passage_only else []
+        steps += [_Step(seed_idx, Source.SELF_EDIT, j) for j in range(c.selfedit.k)]
+        steps += [_Step(seed_idx, Source.TEACHER, 0)] if c.teacher else []
+    rec = record.find_passage(s.db, s.run_id, scope.round, scope.split, idx)
+    if rec is not None:
+        for st in steps:
+            st.done = record.find_step(s.db, rec.id, st.source, st.seed_idx, st.j)
+    return _Work(idx, passage, rec, steps, baseline=rec.baseline if rec else None)
+
+
+def _submit_ready(s: Session, scope: Scope, window: list[_Work], tickets: dict) -> None:
+    """Submit the work that can start, earliest first, as much as the executor takes now."""
+    for w in window:
+        if w.rec is None and not w.base_submitted:
+            if s.executor.free() <= 0:
+                return
+            w.base_submitted = True
+            tickets[s.executor.submit(BaselineJob(w.passage, s.config.eval.max_tokens))] = (w, None)
+        if w.baseline is None:
+            continue
+        for st in w.steps:
+            if st.done is None and not st.submitted:
+                if s.executor.free() <= 0:
+                    return
+                st.submitted = True
+                inp = _step_input(s, scope, w.idx, w.passage, w.baseline, st.seed_idx, st.source, st.j)
+                tickets[s.executor.submit(StepJob(inp))] = (w, st)
+
+
+def _commit(s: Session, scope: Scope, w: _Work) -> bool:
+    """Record what is ready of passage ``w``, in order; True once all of it is recorded."""
+    if w.rec is None:
+        if w.base_result is None:
+            return False
+        s.clock.rows.extend(w.base_result.timings)
+        w.rec = record.record_passage(s.db, s.run_id, w.idx, w.passage, scope.round, scope.split,
+                                      w.base_result.base, w.base_result.ceiling, s.clock)
+        w.base_result = None
+    while w.committed < len(w.steps):
+        st = w.steps[w.committed]
+        if st.done is None:
+            if st.result is None:
+                return False
+            st.done, st.result = _record_step(s, w, st), None
+        w.committed += 1
+        if w.committed == len(w.steps) or w.steps[w.committed].seed_idx != st.seed_idx:
+            group = [x.done for x in w.steps if x.seed_idx == st.seed_idx and x.source == Source.SELF_EDIT]
+            _best_of_k(s, scope, group)
+    return True
+
+
+def _record_step(s: Session, w: _Work, st: _Step) -> Candidate:
+    """Record one finished step; conditions that are not best-of-K candidates keep no adapter unless asked."""
+    keep = st.source == Source.SELF_EDIT or s.config.keep_adapters
+    cand = record.record_step(s.db, s.run_id, w.rec, st.seed_idx, st.j, st.result, keep, s.clock)
+    ok = st.result.status == EditStatus.OK
+    s.events.self_edit_done(w.idx, st.j, st.result.reward.contains if ok else None, st.source)
+    return cand
 
 
 def _adapter_name(s: Session, scope: Scope, idx: int, seed_idx: int, source: Source, j: int) -> str:
@@ -102,10 +202,10 @@ def _adapter_name(s: Session, scope: Scope, idx: int, seed_idx: int, source: Sou
     return f"r{scope.round}-{scope.split}-{name}" if s.config.rounds else name
 
 
-def _step_input(s: Session, scope: Scope, idx: int, passage: Passage, rec: PassageRecord, seed_idx: int,
+def _step_input(s: Session, scope: Scope, idx: int, passage: Passage, baseline: Score, seed_idx: int,
                 source: Source, j: int) -> StepInput:
     slot = j if source == Source.SELF_EDIT else SEED_SLOTS[source]
-    inp = StepInput(passage, source, step_seed(s.config.seed, seed_idx, idx, slot), rec.baseline,
+    inp = StepInput(passage, source, step_seed(s.config.seed, seed_idx, idx, slot), baseline,
                     s.run_dir / "adapters", _adapter_name(s, scope, idx, seed_idx, source, j))
     if source == Source.SELF_EDIT:
         edit_types = s.config.selfedit.edit_types
@@ -114,20 +214,6 @@ def _step_input(s: Session, scope: Scope, idx: int, passage: Passage, rec: Passa
         completions = s.teacher[passage.key]
         return replace(inp, text=completions[seed_idx % len(completions)], prompt=s.config.teacher)
     return inp
-
-
-def _unit(s: Session, scope: Scope, idx: int, passage: Passage, rec: PassageRecord, seed_idx: int,
-          source: Source, j: int) -> Candidate:
-    """One inner step, recorded; a step already recorded (resume) is read back instead of redone."""
-    done = record.find_step(s.db, rec.id, source, seed_idx, j)
-    if done is not None:
-        return done
-    result = inner_step(_step_input(s, scope, idx, passage, rec, seed_idx, source, j), s.models, s.config)
-    # conditions that are not best-of-K candidates keep no adapter unless asked
-    keep = source == Source.SELF_EDIT or s.config.keep_adapters
-    cand = record.record_step(s.db, s.run_id, rec, seed_idx, j, result, keep, s.clock)
-    s.events.self_edit_done(idx, j, result.reward.contains if result.status == EditStatus.OK else None, source)
-    return cand
 
 
 def _best_of_k(s: Session, scope: Scope, candidates: list[Candidate]) -> None:

@@ -20,7 +20,7 @@ from sealq.engine.step import StepResult, Timer, TrainedAdapter
 from sealq.faults import kill_point
 from sealq.metrics import Score
 from sealq.models.registry import file_sha256
-from sealq.vocab import Condition, EditStatus, PolicyStatus, Source, Split
+from sealq.vocab import Condition, PolicyStatus, Source, Split
 
 __all__ = ["Clock", "PassageRecord", "Candidate", "find_passage", "record_passage", "find_step", "record_step",
            "mark_best", "drop_adapter", "find_policy", "record_policy"]

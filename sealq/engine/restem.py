@@ -27,13 +27,12 @@ from __future__ import annotations
 from sealq.analysis.tables import policy_pairs
 from sealq.engine import record
 from sealq.engine.dataset import Passage
-from sealq.engine.passage import Scope, Session, run_passage
-from sealq.engine.step import train_and_convert
+from sealq.engine.passage import Scope, Session, run_passages
 from sealq.engine.train import PromptCompletion
 from sealq.faults import kill_point
 from sealq.vocab import PolicyStatus, Split
 
-__all__ = ["run_rounds", "merge_into_training_model"]
+__all__ = ["run_rounds"]
 
 
 def run_rounds(s: Session, train: list[Passage], holdout: list[Passage]) -> None:
@@ -53,9 +52,7 @@ def run_rounds(s: Session, train: list[Passage], holdout: list[Passage]) -> None
 
 
 def _run_side(s: Session, passages: list[Passage], scope: Scope) -> None:
-    for idx, p in enumerate(passages):
-        run_passage(s, idx, p, scope)
-        s.events.passage_done(idx)
+    run_passages(s, passages, scope)
 
 
 def _apply_policy(s: Session, r: int) -> None:
@@ -64,11 +61,8 @@ def _apply_policy(s: Session, r: int) -> None:
     if row is None:
         _train_policy(s, r)
         row = record.find_policy(s.db, s.run_id, r)
-    if row["status"] == PolicyStatus.TRAINED:
-        merge_into_training_model(s.models.trainer, row["peft_path"])
-    trained = [g for (g,) in s.db.execute("select gguf_path from policies where run_id = ? and round <= ? "
-                                          "and status = ? order by round", [s.run_id, r, PolicyStatus.TRAINED.value])]
-    s.models.runner.set_policy([(g, 1.0) for g in trained], validate=False)
+    if row["status"] == PolicyStatus.TRAINED:  # rounds 1..r-1 were added before this one (resume: again, in order)
+        s.executor.add_policy(row["peft_path"], row["gguf_path"])
 
 
 def _policy_data(s: Session, r: int) -> tuple[list[dict], list[PromptCompletion]]:
@@ -94,21 +88,7 @@ def _train_policy(s: Session, r: int) -> None:
         return
     s.events.stage(f"round {r}: fine-tuning the policy on {len(pairs)} kept self-edits")
     tc = s.config.policy.train_config(s.config.train)
-    adapter = train_and_convert(s.models, seqs, tc.default, tc, s.run_dir / "policy", f"round{r}",
-                                s.config.seed * 7919 + r, s.clock.timer, "train_policy", "convert_policy")
+    adapter = s.executor.train_adapter(seqs, tc.default, tc, s.run_dir / "policy", f"round{r}",
+                                       s.config.seed * 7919 + r, s.clock.timer, "train_policy", "convert_policy")
     kill_point("policy")
     record.record_policy(s.db, s.run_id, r, pairs, adapter, s.clock)
-
-
-def merge_into_training_model(hf_model, peft_dir: str) -> None:
-    """Add a LoRA's update to the training model's weights in place (W <- W + scale * B A)."""
-    import warnings
-
-    from peft import PeftModel
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        wrapped = PeftModel.from_pretrained(hf_model, peft_dir)
-        wrapped.merge_and_unload()
-    if hasattr(hf_model, "peft_config"):
-        del hf_model.peft_config

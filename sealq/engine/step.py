@@ -30,7 +30,7 @@ from sealq.store import utc_now
 from sealq.vocab import EditStatus, Source
 
 __all__ = ["Models", "StepInput", "StepResult", "SelfEdit", "TrainedAdapter", "Timer", "inner_step", "train_and_convert", "load_models",
-           "load_trainer",
+           "load_trainer", "merge_into_training_model",
            "DIRECTIVE_TOKENS", "SEED_SLOTS", "step_seed"]
 
 #: token budget of a model-written directive (``epochs=.. lr=.. rank=..``)
@@ -287,6 +287,20 @@ def train_and_convert(models: Models, sequences: list, directive: Directive, con
         conv = convert_peft_to_gguf(peft_dir, gguf_path, models.base_gguf)
     kill_point("convert")
     return TrainedAdapter(peft_dir, gguf_path, directive, result, conv.seconds, len(sequences))
+
+
+def merge_into_training_model(hf_model, peft_dir: str) -> None:
+    """Add a LoRA's update to the training model's weights in place (W <- W + scale * B A)."""
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        wrapped = PeftModel.from_pretrained(hf_model, peft_dir)
+        wrapped.merge_and_unload()
+    if hasattr(hf_model, "peft_config"):
+        del hf_model.peft_config
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -1,0 +1,120 @@
+"""The units of work a run hands to an executor, and the in-process executor.
+
+A run's passages need two kinds of work from live models: a passage's *baseline* (its questions answered
+without and with the passage, SEAL sec. 4.2) and *inner steps* (:func:`sealq.engine.step.inner_step`).
+:mod:`sealq.engine.passage` submits them as :class:`BaselineJob` and :class:`StepJob` to an executor and
+records the results in a fixed order; the executor decides where the work runs:
+
+* :class:`LocalExecutor` runs each job in this process, one at a time (the default);
+* :class:`sealq.engine.workers.RayPool` runs them on Ray actors, several at once (``--workers N``).
+
+Both also train the ReST-EM policy adapter (:meth:`LocalExecutor.train_adapter`) and make a trained
+policy part of the model (:meth:`LocalExecutor.add_policy`). An executor never touches ``runs.db``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealq.engine import answer as qa
+from sealq.engine.config import Directive, LoopConfig, TrainConfig
+from sealq.engine.dataset import Passage
+from sealq.engine.step import (Models, StepInput, StepResult, Timer, TrainedAdapter, inner_step,
+                               merge_into_training_model, train_and_convert)
+
+__all__ = ["BaselineJob", "BaselineResult", "StepJob", "Job", "run_job", "LocalExecutor"]
+
+
+@dataclass(frozen=True)
+class BaselineJob:
+    """Answer ``passage``'s questions with the round's model and no knowledge adapter, without the passage
+    in the prompt (baseline) and with it (ceiling), greedily, ``max_tokens`` per answer."""
+
+    passage: Passage
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """The graded answers of a :class:`BaselineJob` (question order) and its timings."""
+
+    base: list
+    ceiling: list
+    timings: list
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """One inner step (:func:`sealq.engine.step.inner_step`); ``inp.out_dir`` is where the driver wants
+    the adapter (a worker trains into its own folder and the driver writes the files there)."""
+
+    inp: StepInput
+
+
+Job = BaselineJob | StepJob
+
+
+def run_job(job: Job, models: Models, config: LoopConfig) -> BaselineResult | StepResult:
+    """Run one job on ``models`` (whatever policy adapters are attached stay attached).
+
+    Raises:
+        SealqError: as :func:`sealq.engine.step.inner_step`.
+    """
+    if isinstance(job, StepJob):
+        return inner_step(job.inp, models, config)
+    runner, timer = models.runner, Timer()
+    runner.set_adapters(None)
+    with timer("baseline"):
+        base = qa.answer_passage(runner, job.passage, with_context=False, max_tokens=job.max_tokens)
+    with timer("ceiling"):
+        ceiling = qa.answer_passage(runner, job.passage, with_context=True, max_tokens=job.max_tokens)
+    return BaselineResult(base, ceiling, timer.rows)
+
+
+class LocalExecutor:
+    """Runs jobs in this process on ``models``, one at a time, each when the driver asks for the next
+    result: the order of work is exactly the order of submission.
+
+    Protocol (shared with :class:`sealq.engine.workers.RayPool`): :meth:`free` says how many jobs may be
+    submitted now, :meth:`submit` queues one and returns its ticket, :meth:`next_done` returns a finished
+    ``(ticket, result)``.
+    """
+
+    #: jobs this executor runs at once
+    capacity = 1
+
+    def __init__(self, models: Models, config: LoopConfig):
+        self.models, self.config = models, config
+        self._queue: deque = deque()
+        self._tickets = 0
+        self._policies: list[str] = []
+
+    def free(self) -> int:
+        return 0 if self._queue else 1
+
+    def submit(self, job: Job) -> int:
+        self._tickets += 1
+        self._queue.append((self._tickets, job))
+        return self._tickets
+
+    def next_done(self) -> tuple[int, BaselineResult | StepResult]:
+        ticket, job = self._queue.popleft()
+        return ticket, run_job(job, self.models, self.config)
+
+    def train_adapter(self, sequences: list, directive: Directive, config: TrainConfig, folder: Path, name: str,
+                      seed: int, timer: Timer, train_stage: str, convert_stage: str) -> TrainedAdapter:
+        """Train and convert an adapter into ``folder/name`` (:func:`sealq.engine.step.train_and_convert`)."""
+        return train_and_convert(self.models, sequences, directive, config, folder, name, seed, timer,
+                                 train_stage, convert_stage)
+
+    def add_policy(self, peft_dir: str, gguf_path: str) -> None:
+        """Make a trained policy adapter part of the model: merged into the training weights, attached in
+        llama.cpp on top of the policies added before (ReST-EM, :mod:`sealq.engine.restem`)."""
+        merge_into_training_model(self.models.trainer, peft_dir)
+        self._policies.append(gguf_path)
+        self.models.runner.set_policy([(g, 1.0) for g in self._policies], validate=False)
+
+    def close(self) -> None:
+        """Nothing to release: the models belong to the caller."""
