@@ -14,8 +14,8 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, SelfEditConfig,
-                                 TrainConfig, resolve_precision)
+from sealq.engine.config import (EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
+                                 SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
 
@@ -212,6 +212,21 @@ def _training_options(epochs: str, lr: str, rank: str):
     )
 
 
+_scale_options = _options(
+    click.option("--workers", type=int, default=0, help="Run baselines and inner steps on N Ray worker processes "
+                 "(pip install 'sealq[ray]'); rows are the same as without workers at the same threads per training."),
+    click.option("--threads-per-worker", type=int, default=0,
+                 help="With --workers: torch, OpenMP and llama.cpp threads per worker. Default: cores / N."),
+    click.option("--ray-address", metavar="ADDR",
+                 help="With --workers: join this running Ray cluster (`ray start --head`) instead of a local one on 127.0.0.1."),
+)
+
+
+def _scale(workers: int, threads_per_worker: int, ray_address: str | None) -> ScaleConfig:
+    """The --workers options as a validated :class:`ScaleConfig` (a bad value: one line, exit 2)."""
+    return ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
+
+
 def _json_option(what: str):
     """--json."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print the {what} as JSON on stdout.")
@@ -242,12 +257,13 @@ _restem_options = _options(
 @click.option("--top-p", type=float, default=SelfEditConfig.top_p, show_default=True, help="Self-edit nucleus sampling threshold.")
 @click.option("--keep-adapters", is_flag=True, help="Keep every adapter, not only each passage's best.")
 @_restem_options
+@_scale_options
 @click.option("--resume", "resume", metavar="RUN",
               help="Continue an interrupted run (id, prefix or 'latest') with its stored settings; other options are ignored.")
 @_json_option("summary")
 def loop(data, passages, k, edit_types, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
          keep_adapters, rounds, holdout, holdout_fraction, holdout_passages, policy_epochs, policy_lr, policy_rank,
-         resume, as_json):
+         workers, threads_per_worker, ray_address, resume, as_json):
     """Run the SEAL inner loop: baseline, self-edits, LoRA per self-edit, evaluation, best-of-K.
 
     With --rounds R, the ReST-EM outer loop: R rounds of fine-tuning the generator on its own best
@@ -256,9 +272,10 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
     from sealq.engine.loop import resume_loop, run_loop
     from sealq.store import resolve_workspace
 
+    scale = _scale(workers, threads_per_worker, ray_address)
     if resume is not None:  # `--resume ""` (an unset shell variable) is an error, not a new run
         ws = resolve_workspace(workspace)
-        summary = _with_progress(lambda events: resume_loop(resume, ws, events))
+        summary = _with_progress(lambda events: resume_loop(resume, ws, events, scale))
         _print(summary, as_json, ws)
         return
     # ReST-EM-only options without --rounds are refused by LoopConfig itself (a SealqError: one line, exit 2)
@@ -271,7 +288,7 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
         policy=PolicyConfig(epochs=policy_epochs, lr=policy_lr, rank=policy_rank),
     )
     ws = resolve_workspace(workspace)
-    summary = _with_progress(lambda events: run_loop(config, ws, events))
+    summary = _with_progress(lambda events: run_loop(config, ws, events, scale=scale))
     _print(summary, as_json, ws)
 
 
@@ -360,8 +377,10 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
 @_run_options(workspace="runs.db goes")
 @_training_options(epochs="Training epochs (every condition).", lr="Peak learning rate (every condition).",
                    rank="LoRA rank, alpha = 2 x rank (every condition).")
+@_scale_options
 @_json_option("table")
-def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace, epochs, lr, rank, precision, as_json):
+def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace, epochs, lr, rank, precision,
+          workers, threads_per_worker, ray_address, as_json):
     """The SEAL comparison table: base, ceiling, LoRA on passage, passage + self-edit (mean and best-of-K),
     passage + teacher self-edit; EM, F1 and contains with 95% passage-bootstrap intervals.
 
@@ -378,8 +397,9 @@ def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off"),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
+    scale = _scale(workers, threads_per_worker, ray_address)
     ws = resolve_workspace(workspace)
-    summary = _with_progress(lambda events: run_loop(config, ws, events, command="eval"))
+    summary = _with_progress(lambda events: run_loop(config, ws, events, command="eval", scale=scale))
     table = summary["eval"]
     if as_json:
         click.echo(json.dumps({"run_id": summary["run_id"], **table}, indent=2))

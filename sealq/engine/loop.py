@@ -104,16 +104,22 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
     events.stage(f"loading {model.name} into llama.cpp")
     runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
     check_lengths(runner, sel.train + sel.holdout, config)
-    run_id = str(ULID())
-    lock = RunLock(ws, run_id).acquire()
-    db["runs"].insert({
-        "id": run_id, "command": "restem" if config.rounds else command, "status": RunStatus.RUNNING.value,
-        "started_utc": utc_now(), "model_name": model.name, "model_path": str(model.path),
-        "model_sha256": file_sha256(model.path), "data_path": config.data or "(bundled default)", "seed": config.seed,
-        "pid": os.getpid(), "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
-        "selection_sha256": selection_sha256(sel),
-    })
-    return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=0, scale=scale)
+    clock = Clock()
+    executor = _executor(config, model, runner, clock, events, scale)
+    try:
+        run_id = str(ULID())
+        lock = RunLock(ws, run_id).acquire()
+        db["runs"].insert({
+            "id": run_id, "command": "restem" if config.rounds else command, "status": RunStatus.RUNNING.value,
+            "started_utc": utc_now(), "model_name": model.name, "model_path": str(model.path),
+            "model_sha256": file_sha256(model.path), "data_path": config.data or "(bundled default)", "seed": config.seed,
+            "pid": os.getpid(), "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
+            "selection_sha256": selection_sha256(sel),
+        })
+    except BaseException:
+        executor.close()
+        raise
+    return _execute(db, ws, run_id, config, sel, executor, clock, events, lock, prior_ms=0)
 
 
 def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: LoopEvents | None = None,
@@ -148,13 +154,19 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
             _clean_orphans(db, run_id, ws / "runs" / run_id / sub)
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
-        db["runs"].update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
-                                   "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+        clock = Clock()
+        executor = _executor(config, model, runner, clock, events, scale)
     except BaseException:
         lock.release()
         raise
-    return _execute(db, ws, run_id, config, sel, model, runner, events, lock, prior_ms=row["duration_ms"] or 0,
-                    scale=scale)
+    try:
+        db["runs"].update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
+                                   "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+    except BaseException:
+        executor.close()
+        lock.release()
+        raise
+    return _execute(db, ws, run_id, config, sel, executor, clock, events, lock, prior_ms=row["duration_ms"] or 0)
 
 
 def _resumable(db, run_id: str, row: dict) -> tuple[LoopConfig, Selection, ResolvedModel]:
@@ -198,16 +210,14 @@ def _clean_orphans(db, run_id: str, folder: Path) -> list[Path]:
     return removed
 
 
-def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, model: ResolvedModel, runner,
-             events: LoopEvents, lock, prior_ms: int, scale: ScaleConfig | None) -> dict:
-    """Load the training model (or start the workers), run every passage (or the ReST-EM rounds), record
-    the summary; on any failure record the run as failed or interrupted (a full disk as one line that says
-    how to resume)."""
+def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, executor, clock: Clock,
+             events: LoopEvents, lock, prior_ms: int) -> dict:
+    """Run every passage (or the ReST-EM rounds) on ``executor``, record the summary; on any failure record
+    the run as failed or interrupted (a full disk as one line that says how to resume); close the
+    executor and release the run's lock in any case."""
     elapsed_ms = elapsed_since(prior_ms)
-    executor = None
+    clock.elapsed_ms = elapsed_ms
     try:
-        clock = Clock(elapsed_ms)
-        executor = _executor(config, model, runner, clock, events, scale)
         s = Session(db, run_id, ws / "runs" / run_id, config, executor.models, clock, events, sel.teacher, executor)
         clock.flush(db, run_id)
         _run_passages(s, sel)
@@ -219,8 +229,7 @@ def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, mode
         _record_failure(db, ws, run_id, e, elapsed_ms())
         raise
     finally:
-        if executor is not None:
-            executor.close()
+        executor.close()
         lock.release()
 
 

@@ -49,7 +49,8 @@ _WORKER_FAULTS = {"SEALQ_WORKER_KILL_AT": "SEALQ_KILL_AT", "SEALQ_WORKER_FAIL_AT
 
 
 def import_ray(local: bool = True):
-    """Import Ray with :data:`LOOPBACK_ENV` set first.
+    """Import Ray with :data:`LOOPBACK_ENV` set first; to join a cluster (not ``local``), in token mode when
+    a cluster token is at hand (Ray reads its settings when it is imported).
 
     Raises:
         SealqError: Ray is not installed, or (``local``) it was imported before without the loopback
@@ -59,11 +60,25 @@ def import_ray(local: bool = True):
         raise SealqError("Ray was imported before sealq could keep its local cluster on 127.0.0.1: set "
                          "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray, or give --ray-address")
     os.environ.update(LOOPBACK_ENV)
+    if not local:
+        _use_token_if_any()
     try:
         import ray
     except ImportError:
         raise SealqError("--workers needs Ray: pip install 'sealq[ray]'") from None
     return ray
+
+
+def _use_token_if_any() -> None:
+    """Send the cluster token when one is at hand: Ray 2.60's ``ray start --head`` enables token
+    authentication by default, but a driver joining by address sends its token only in token mode
+    (``RAY_AUTH_MODE=token``), which a cluster without authentication accepts too. An explicit
+    ``RAY_AUTH_MODE`` is left as it is."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 @dataclass(frozen=True)
@@ -229,10 +244,14 @@ class RayPool:
             try:
                 self.ray.init(address=scale.ray_address, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise SealqError(f"cannot join the Ray cluster at {scale.ray_address}: {e}") from None
+                raise SealqError(f"cannot join the Ray cluster at {scale.ray_address}: {e} (a cluster with token "
+                                 "authentication needs its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
             return False
-        self.ray.init(num_cpus=usable_cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                      object_store_memory=_LOCAL_OBJECT_STORE_BYTES, **quiet)
+        try:
+            self.ray.init(num_cpus=usable_cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
+                          object_store_memory=_LOCAL_OBJECT_STORE_BYTES, **quiet)
+        except (ConnectionError, RuntimeError, ValueError, OSError) as e:
+            raise SealqError(f"cannot start a local Ray cluster: {e}") from None
         return True
 
     @staticmethod
