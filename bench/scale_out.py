@@ -7,7 +7,7 @@ Default: the first 20 passages of ../shared/data/squad-dev/squad.json, K=2 (eval
 so their LoRA weights differ in the last float bits and an answer can flip; the tests show that equal
 threads give equal rows (tests/test_workers.py). JSON lines go to ``bench/results/scale_out.jsonl``.
 
-Run: .venv/bin/python bench/scale_out.py [--passages 20] [--k 2] [--workers 2]
+Run: .venv/bin/python bench/scale_out.py [--passages 20] [--k 2] [--workers 2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -61,12 +61,46 @@ class RssSampler:
         self._thread.join()
 
 
+class DriverClock:
+    """Wall time the driver spends on results: writing a worker's adapter files (``workers._unpack``) and
+    recording (``passage._commit``), wrapped around sealq's own functions for the duration of a run."""
+
+    def __init__(self):
+        self.seconds, self._saved = 0.0, []
+
+    def _wrap(self, module, name):
+        fn = getattr(module, name)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        self._saved.append((module, name, fn))
+        setattr(module, name, timed)
+
+    def __enter__(self):
+        from sealq.engine import passage, workers
+
+        self._wrap(passage, "_commit")
+        self._wrap(workers, "_unpack")
+        return self
+
+    def __exit__(self, *exc):
+        for module, name, fn in self._saved:
+            setattr(module, name, fn)
+
+
 def timed_run(config, ws: Path, scale=None) -> dict:
     from sealq.engine.loop import run_loop
 
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = run_loop(config, ws, command="eval", scale=scale)
-    return {"wall": time.perf_counter() - t0, "driver_cpu": time.process_time() - c0, "summary": summary}
+    with DriverClock() as driver:
+        summary = run_loop(config, ws, command="eval", scale=scale)
+    return {"wall": time.perf_counter() - t0, "driver_cpu": time.process_time() - c0, "driver_s": driver.seconds,
+            "summary": summary}
 
 
 def step_seconds(ws: Path) -> list[float]:
@@ -101,11 +135,13 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=20)
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--keep", metavar="DIR", help="write the two workspaces here and keep them (default: a temporary folder)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     config = eval_config(args.passages, args.k)
     with tempfile.TemporaryDirectory() as tmp:
-        one, many = Path(tmp) / "one", Path(tmp) / "many"
+        root = Path(args.keep or tmp)
+        one, many = root / "one", root / "many"
         a = timed_run(config, one)
         print(f"one process: {a['wall']:.0f} s")
         with RssSampler() as rss:
@@ -117,11 +153,12 @@ def main() -> None:
 def report(args, a: dict, b: dict, rss: RssSampler, steps_a: list, steps_b: list, rows: dict) -> None:
     ratio = a["wall"] / b["wall"]
     n_results = len(steps_b) + args.passages
-    driver_per_result = b["driver_cpu"] / n_results
+    driver_per_result = b["driver_s"] / n_results
     step_b = statistics.mean(steps_b)
     print(f"speed-up {ratio:.2f}x; mean step {statistics.mean(steps_a):.1f} s (1 process, all cores) vs "
-          f"{step_b:.1f} s (a worker, 1 thread); driver CPU {driver_per_result * 1000:.0f} ms per result "
-          f"({b['driver_cpu']:.1f} s in all, model loading included)")
+          f"{step_b:.1f} s (a worker, 1 thread); driver {driver_per_result * 1000:.0f} ms per result writing "
+          f"adapter files and recording ({b['driver_s']:.1f} s in all; driver CPU {b['driver_cpu']:.1f} s, "
+          "model loading included)")
     print(f"peak RSS: a worker {rss.peak_worker / 2**30:.2f} GiB, the driver {rss.peak_driver / 2**30:.2f} GiB")
     for t, r in rows.items():
         print(f"  {t}: {r['rows']} rows, {r['differ']} differ")

@@ -29,6 +29,7 @@ _EXPORTS = {
     # settings
     "LoopConfig": "sealq.engine.config", "SelfEditConfig": "sealq.engine.config", "TrainConfig": "sealq.engine.config",
     "EvalConfig": "sealq.engine.config", "PolicyConfig": "sealq.engine.config", "Directive": "sealq.engine.config",
+    "ScaleConfig": "sealq.engine.config",
     # the inner step (touches no database)
     "inner_step": "sealq.engine.step", "StepInput": "sealq.engine.step", "StepResult": "sealq.engine.step",
     "Models": "sealq.engine.step", "load_models": "sealq.engine.step",

@@ -108,7 +108,7 @@ def _new_run(db, run_id: str, config: LoopConfig) -> None:
 def _record(db, folder: Path, run_id: str, idx: int, passage: Passage, base, ceiling, steps, passage_only=None,
             teacher=None, round_: int = 0, split: Split = Split.ALL, seed_idx: int = 0, reverse: bool = False,
             fallbacks: dict | None = None):
-    """Record one passage the way :func:`sealq.engine.passage.run_passage` does; returns the candidates
+    """Record one passage the way :func:`sealq.engine.passage.run_passages` does; returns the candidates
     and the best one. ``reverse``: hand the candidates to mark_best in reverse order (order must not matter)."""
     clock = record.Clock()
     rec = record.find_passage(db, run_id, round_, split, idx) or record.record_passage(

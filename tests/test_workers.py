@@ -73,6 +73,14 @@ def assert_loopback_only(pids: set[int]) -> None:
     assert not outside, f"sockets off loopback: {outside}"
 
 
+def test_without_workers_ray_is_not_imported():
+    """The in-process path (every engine module, the CLI) imports Ray only when --workers asks for it."""
+    code = ("import sys; from sealq.cli import cli; import sealq.engine.loop, sealq.engine.workers; "
+            "from sealq.engine.config import ScaleConfig; ScaleConfig(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_scale_options_are_checked_before_anything_runs(tmp_path):
     """Bad --workers options: one line, exit 2, no run recorded (checked before Ray starts)."""
     cases = {("--workers", "-1"): "Error: --workers must be in 1-4096, got -1",
