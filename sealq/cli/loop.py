@@ -222,11 +222,6 @@ _scale_options = _options(
 )
 
 
-def _scale(workers: int, threads_per_worker: int, ray_address: str | None) -> ScaleConfig:
-    """The --workers options as a validated :class:`ScaleConfig` (a bad value: one line, exit 2)."""
-    return ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
-
-
 def _json_option(what: str):
     """--json."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print the {what} as JSON on stdout.")
@@ -272,7 +267,7 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
     from sealq.engine.loop import resume_loop, run_loop
     from sealq.store import resolve_workspace
 
-    scale = _scale(workers, threads_per_worker, ray_address)
+    scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
     if resume is not None:  # `--resume ""` (an unset shell variable) is an error, not a new run
         ws = resolve_workspace(workspace)
         summary = _with_progress(lambda events: resume_loop(resume, ws, events, scale))
@@ -397,7 +392,7 @@ def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off"),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
-    scale = _scale(workers, threads_per_worker, ray_address)
+    scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
     ws = resolve_workspace(workspace)
     summary = _with_progress(lambda events: run_loop(config, ws, events, command="eval", scale=scale))
     table = summary["eval"]

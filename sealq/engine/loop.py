@@ -104,15 +104,16 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
     events.stage(f"loading {model.name} into llama.cpp")
     runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
     check_lengths(runner, sel.train + sel.holdout, config)
+    model_sha256 = file_sha256(model.path)
     clock = Clock()
-    executor = _executor(config, model, runner, clock, events, scale)
+    executor = _executor(config, model, model_sha256, runner, clock, events, scale)
     try:
         run_id = str(ULID())
         lock = RunLock(ws, run_id).acquire()
         db["runs"].insert({
             "id": run_id, "command": "restem" if config.rounds else command, "status": RunStatus.RUNNING.value,
             "started_utc": utc_now(), "model_name": model.name, "model_path": str(model.path),
-            "model_sha256": file_sha256(model.path), "data_path": config.data or "(bundled default)", "seed": config.seed,
+            "model_sha256": model_sha256, "data_path": config.data or "(bundled default)", "seed": config.seed,
             "pid": os.getpid(), "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
             "selection_sha256": selection_sha256(sel),
         })
@@ -155,7 +156,7 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
         clock = Clock()
-        executor = _executor(config, model, runner, clock, events, scale)
+        executor = _executor(config, model, row["model_sha256"], runner, clock, events, scale)  # _resumable checked it
     except BaseException:
         lock.release()
         raise
@@ -233,16 +234,17 @@ def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, exec
         lock.release()
 
 
-def _executor(config: LoopConfig, model: ResolvedModel, runner, clock: Clock, events: LoopEvents,
+def _executor(config: LoopConfig, model: ResolvedModel, model_sha256: str, runner, clock: Clock, events: LoopEvents,
               scale: ScaleConfig | None):
     """In-process: load the training model next to ``runner``. With workers: start them (each loads
-    both models); the driver keeps ``runner`` for tokenization and trains nothing."""
+    both models and checks its file against ``model_sha256``); the driver keeps ``runner`` for
+    tokenization and trains nothing."""
     if scale is None or not scale.workers:
         events.stage("loading the training model (dequantized GGUF)")
         return LocalExecutor(Models(runner, load_trainer(config, model, clock.timer), model.path), config)
     from sealq.engine.workers import RayPool
 
-    return RayPool(config, scale, file_sha256(model.path), events, Models(runner, None, model.path))
+    return RayPool(config, scale, model_sha256, events, Models(runner, None, model.path))
 
 
 def _run_passages(s: Session, sel: Selection) -> None:

@@ -30,9 +30,8 @@ from pathlib import Path
 
 from sealq.cores import usable_cores
 from sealq.engine.config import Directive, LoopConfig, ScaleConfig, TrainConfig
-from sealq.engine.jobs import BaselineResult, Job, StepJob, run_job
-from sealq.engine.step import (Models, StepResult, Timer, TrainedAdapter, load_models, merge_into_training_model,
-                               train_and_convert)
+from sealq.engine.jobs import BaselineResult, Job, LocalExecutor, StepJob, run_job
+from sealq.engine.step import Models, StepResult, Timer, TrainedAdapter, load_models
 from sealq.errors import SealqError
 
 __all__ = ["RayPool", "import_ray", "LOOPBACK_ENV"]
@@ -97,10 +96,15 @@ class _Failure:
     message: str
 
 
+def _read(peft_dir: Path, gguf_path: Path) -> _Files:
+    """An adapter's PEFT folder and GGUF file as bytes."""
+    peft = {str(f.relative_to(peft_dir)): f.read_bytes() for f in sorted(peft_dir.rglob("*")) if f.is_file()}
+    return _Files(peft_dir.name, peft, gguf_path.read_bytes())
+
+
 def _pack(adapter: TrainedAdapter) -> _Files:
-    peft = {str(f.relative_to(adapter.peft_dir)): f.read_bytes() for f in sorted(adapter.peft_dir.rglob("*"))
-            if f.is_file()}
-    files = _Files(adapter.peft_dir.name, peft, adapter.gguf_path.read_bytes())
+    """A worker's adapter as bytes; its local files are deleted."""
+    files = _read(adapter.peft_dir, adapter.gguf_path)
     shutil.rmtree(adapter.peft_dir, ignore_errors=True)
     adapter.gguf_path.unlink(missing_ok=True)
     return files
@@ -114,9 +118,10 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _unpack(adapter: TrainedAdapter, files: _Files, folder: Path) -> TrainedAdapter:
-    """Write a worker's adapter into ``folder`` as :func:`sealq.engine.step.train_and_convert` does
-    (temporary names, fsync, rename: a driver killed meanwhile leaves only ``.tmp-*`` files)."""
+def _write(files: _Files, folder: Path) -> tuple[Path, Path]:
+    """Write an adapter's files into ``folder`` as :func:`sealq.engine.step.train_and_convert` does
+    (temporary names, fsync, rename: a process killed meanwhile leaves only ``.tmp-*`` files); returns
+    the PEFT folder and the GGUF path."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp, peft_dir = folder / f".tmp-{files.name}", folder / files.name
     shutil.rmtree(tmp, ignore_errors=True)
@@ -127,11 +132,18 @@ def _unpack(adapter: TrainedAdapter, files: _Files, folder: Path) -> TrainedAdap
     gguf = folder / f"{files.name}.gguf"
     _write_synced(folder / f".tmp-{files.name}.gguf", files.gguf)
     os.replace(folder / f".tmp-{files.name}.gguf", gguf)
+    return peft_dir, gguf
+
+
+def _unpack(adapter: TrainedAdapter, files: _Files, folder: Path) -> TrainedAdapter:
+    """A worker's adapter written into the driver's ``folder``, with its paths there."""
+    peft_dir, gguf = _write(files, folder)
     return replace(adapter, peft_dir=peft_dir, gguf_path=gguf, train=replace(adapter.train, adapter_dir=peft_dir))
 
 
 class StepWorker:
-    """A Ray actor's state: the models of one worker process (loaded once) and its scratch folder.
+    """A Ray actor's state: an in-process executor (:class:`sealq.engine.jobs.LocalExecutor`) on the models
+    of one worker process (loaded once), and its scratch folder.
 
     Args:
         config: the run's settings (``LoopConfig.to_dict()``); threads are replaced by ``threads``.
@@ -147,10 +159,9 @@ class StepWorker:
         c = LoopConfig.from_dict(config)
         self.config = replace(c, train=replace(c.train, threads=threads), eval=replace(c.eval, threads=threads))
         self.tmp = Path(tempfile.mkdtemp(prefix="sealq-worker-"))
-        self.policies: list[str] = []
-        self.error = None
+        self.local, self.error = None, None
         try:
-            self.models = self._load(model_sha256)
+            self.local = LocalExecutor(self._load(model_sha256), self.config)
         except SealqError as e:
             self.error = str(e)
 
@@ -171,9 +182,9 @@ class StepWorker:
         """Run a job (:func:`sealq.engine.jobs.run_job`); a step's adapter comes back as bytes."""
         try:
             if isinstance(job, StepJob):
-                result = run_job(StepJob(replace(job.inp, out_dir=self.tmp)), self.models, self.config)
+                result = run_job(StepJob(replace(job.inp, out_dir=self.tmp)), self.local.models, self.config)
                 return result, (_pack(result.adapter) if result.adapter else None)
-            return run_job(job, self.models, self.config), None
+            return run_job(job, self.local.models, self.config), None
         except SealqError as e:
             return _Failure(str(e)), None
 
@@ -182,21 +193,15 @@ class StepWorker:
         """Train and convert an adapter (the ReST-EM policy); returns it, its files and the timings."""
         timer = Timer()
         try:
-            adapter = train_and_convert(self.models, sequences, directive, config, self.tmp, name, seed, timer, *stages)
+            adapter = self.local.train_adapter(sequences, directive, config, self.tmp, name, seed, timer, *stages)
         except SealqError as e:
             return _Failure(str(e)), None, []
         return adapter, _pack(adapter), timer.rows
 
     def add_policy(self, files: _Files) -> None:
         """Merge a policy adapter into the training model and attach it in llama.cpp on top of the others."""
-        adapter_dir = self.tmp / "policy"
-        peft_dir, gguf = adapter_dir / files.name, adapter_dir / f"{files.name}.gguf"
-        for rel, data in files.peft.items():
-            _write_synced(peft_dir / rel, data)
-        _write_synced(gguf, files.gguf)
-        merge_into_training_model(self.models.trainer, str(peft_dir))
-        self.policies.append(str(gguf))
-        self.models.runner.set_policy([(g, 1.0) for g in self.policies], validate=False)
+        peft_dir, gguf = _write(files, self.tmp / "policy")
+        self.local.add_policy(str(peft_dir), str(gguf))
 
 
 class RayPool:
@@ -221,6 +226,7 @@ class RayPool:
                 raise SealqError(f"--workers {scale.workers} x {self.threads} threads need "
                                  f"{scale.workers * self.threads} CPUs; the Ray cluster has {cpus}")
             self._args = (config.to_dict(), self.threads, model_sha256)
+            self._actor_class = self.ray.remote(StepWorker)
             self._events, self.capacity, self._replaced = events, scale.workers, 0
             events.stage(f"starting {scale.workers} Ray workers, {self.threads} threads each "
                          f"({'local cluster on 127.0.0.1' if self._started else scale.ray_address})")
@@ -260,7 +266,7 @@ class RayPool:
 
     def _start(self, faults: list[dict]) -> list:
         """Start one worker per entry of ``faults``, replay the policies added so far, wait until loaded."""
-        cls = self.ray.remote(StepWorker)
+        cls = self._actor_class
         env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         workers = [cls.options(num_cpus=self.threads, runtime_env={"env_vars": env}).remote(*self._args, f)
                    for f in faults]
@@ -332,9 +338,7 @@ class RayPool:
 
     def add_policy(self, peft_dir: str, gguf_path: str) -> None:
         """Send a policy adapter's files to every worker (and to any worker started later)."""
-        peft = Path(peft_dir)
-        files = _Files(peft.name, {str(f.relative_to(peft)): f.read_bytes() for f in sorted(peft.rglob("*"))
-                                   if f.is_file()}, Path(gguf_path).read_bytes())
+        files = _read(Path(peft_dir), Path(gguf_path))
         self._policies.append(files)
         self.ray.get([w.add_policy.remote(files) for w in self._idle])
 
