@@ -23,6 +23,11 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DGGML_AMX_TILE=OFF -DGG
 LLAMA_VERSION := 0.3.36
 LLAMA_BUILD_ID := $(shell echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
 WHEELHOUSE ?= $(HOME)/.cache/sealq/wheels/llama-cpp-python-$(LLAMA_BUILD_ID)
+# The source distribution is kept beside the wheelhouses: the wheel is built from it, and it carries
+# llama.cpp's own converters (convert_hf_to_gguf.py, convert_lora_to_gguf.py, gguf-py), which the tests
+# use as the reference for every architecture. They are unpacked into the venv ($(UPSTREAM)).
+SDIST := $(HOME)/.cache/sealq/wheels/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+UPSTREAM := $(VENV)/src/llama.cpp
 
 .PHONY: install run test test-slow clean
 
@@ -33,15 +38,26 @@ $(STAMP): pyproject.toml
 	# CPU build of torch first (a bare `torch` requirement would pull a multi-GB CUDA build). This machine
 	# kind has the CPU wheel on local disk; elsewhere point TORCH_PIP_ARGS at a CPU wheel index.
 	$(BIN)/python -m pip install torch==2.13.0 $(TORCH_PIP_ARGS)
+	@if [ ! -f $(SDIST) ]; then \
+	  mkdir -p $(dir $(SDIST)) && rm -rf $(SDIST).d && \
+	  $(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(SDIST).d llama-cpp-python==$(LLAMA_VERSION) && \
+	  mv $(SDIST).d/llama_cpp_python-$(LLAMA_VERSION).tar.gz $(SDIST) && rm -rf $(SDIST).d; \
+	fi
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) with: $(LLAMA_CMAKE_ARGS) (5-8 minutes on 2 cores)"; \
 	  rm -rf $(WHEELHOUSE).tmp; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	    $(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELHOUSE).tmp llama-cpp-python==$(LLAMA_VERSION) && \
+	    $(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELHOUSE).tmp $(SDIST) && \
 	  mkdir -p $(dir $(WHEELHOUSE)) && rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
 	fi
 	$(BIN)/python -m pip install --no-deps --no-index --find-links $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/python -m pip install -e '.[test,ray]'
+	rm -rf $(UPSTREAM) && mkdir -p $(UPSTREAM)
+	tar -xzf $(SDIST) -C $(UPSTREAM) --strip-components=3 \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_lora_to_gguf.py \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/conversion \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/gguf-py
 	$(BIN)/python -c "import llama_cpp, torch, peft, transformers, gguf; print('sealq deps ok: torch', torch.__version__, 'llama_cpp', llama_cpp.__version__)"
 	touch $(STAMP)
 

@@ -174,11 +174,11 @@ def test_alpha_zero_adapter_is_a_no_op_in_llama_cpp_too(f32_runner, base_logits,
 
 def test_parity_check_has_teeth_without_the_qk_permutation(hf_model, f32_runner, base_logits, tmp_path, monkeypatch):
     """The same check fails for a converter that skips the q/k row permutation."""
-    import sealq.convert.lora_gguf as conv
+    import sealq.models.arch as arch
 
     hf_adapted = _random_adapter(hf_model, tmp_path / "peft", ["q_proj", "k_proj"], seed=2, r=8, lora_alpha=16)
     good = _parity(f32_runner, base_logits, hf_adapted, _convert(tmp_path, f32_runner))
-    monkeypatch.setattr(conv, "permute_rows", lambda w, n_head: w)
+    monkeypatch.setattr(arch, "permute_rows", lambda w, n_head: w)
     bad = _parity(f32_runner, base_logits, hf_adapted, _convert(tmp_path, f32_runner))
     print(f"q/k only: with permutation {good}, without {bad}")
     assert good[0] >= 0.999 and good[1] >= 0.995

@@ -1,4 +1,4 @@
-"""PEFT LoRA adapter -> GGUF LoRA adapter for llama.cpp.
+"""PEFT LoRA adapter -> GGUF LoRA adapter for llama.cpp (architectures llama, qwen2, qwen3, gemma3).
 
 Format (llama.cpp ``src/llama-adapter.cpp``, gguf-py constants): ``general.type = adapter``,
 ``adapter.type = lora``, ``adapter.lora.alpha``, ``general.architecture`` equal to the base's; for each
@@ -10,7 +10,9 @@ Two details make or break parity with PEFT:
 
 * llama.cpp stores the q and k projections of llama models with their rows permuted (the rotary
   layout of ``convert_hf_to_gguf.py``); lora_B's rows (the output dimension) must get the same
-  permutation, lora_A does not.
+  permutation, lora_A does not. qwen2, qwen3 and gemma3 keep Hugging Face's row order
+  (:mod:`sealq.models.arch` states every per-architecture rule; tensor names come from gguf-py's map of
+  the base's architecture).
 * llama.cpp scales every module by one global ``alpha / r``. PEFT's scale may differ per module
   (``rank_pattern``, ``alpha_pattern``) or be ``alpha / sqrt(r)`` (rsLoRA); the difference is folded
   into lora_B. Every field of ``adapter_config.json`` is read by PEFT itself (``PeftConfig``), so
@@ -21,7 +23,6 @@ Two details make or break parity with PEFT:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sealq.errors import SealqError
+from sealq.models.arch import architecture, permute_rows
 from sealq.models.gguf_meta import BaseInfo, GGUFMeta, read_base_info, validate_adapter
 from sealq.vocab import LINEAR_TARGETS
 
@@ -55,21 +57,6 @@ class ConvertResult:
     alpha: float
     seconds: float
     peft_alpha: float
-
-
-def permute_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
-    """Apply llama.cpp's q/k row permutation (``convert_hf_to_gguf.LlamaModel.permute``).
-
-    Args:
-        weight: ``(n_head * head_dim, ...)``: a q/k projection or the lora_B of one.
-        n_head: heads of that projection (``n_head`` for q, ``n_head_kv`` for k).
-    """
-    rows = weight.shape[0]
-    return (
-        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weight.shape)
-    )
 
 
 #: LoraConfig fields that change what a LoRA computes in ways a llama.cpp LoRA adapter cannot express
@@ -243,15 +230,14 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
     if out_path.exists() and any(out_path.resolve() == p.resolve() for p in inputs):
         raise SealqError(f"{out_path}: is one of the input files (the base model or the adapter); choose another name")
     base = read_base_info(base_gguf)
-    if base.architecture != "llama":
-        raise SealqError(f"{base_gguf}: architecture {base.architecture!r} is not supported by the converter (llama only)")
+    arch = architecture(base.architecture, str(base_gguf))
     alpha = written_alpha(config)
     pairs = _lora_pairs(tensors, adapter_dir)
     out = [t for module, ab in sorted(pairs.items())
            for t in _gguf_pair(module, ab, config, alpha, base, adapter_dir, base_gguf)]
     if not out:
         raise SealqError(f"{adapter_dir}: no LoRA tensors")
-    _write_adapter(out, out_path, alpha, outtype, f"sealq LoRA ({adapter_dir.name})")
+    _write_adapter(out, out_path, arch.name, alpha, outtype, f"sealq LoRA ({adapter_dir.name})")
     return ConvertResult(out_path, len(out) // 2, alpha, time.perf_counter() - t0, float(config.lora_alpha))
 
 
@@ -275,18 +261,18 @@ def _lora_pairs(tensors: dict, adapter_dir: Path) -> dict[str, dict[str, np.ndar
 def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adapter_dir: Path,
                base_gguf) -> list[tuple[str, np.ndarray]]:
     """One module's (lora_a, lora_b) as GGUF tensors: shapes checked against the base, PEFT's scale for
-    this module folded into lora_b relative to llama.cpp's global alpha / r, q/k rows permuted."""
-    import gguf
-
+    this module folded into lora_b relative to llama.cpp's global alpha / r, rows in the GGUF's order
+    (the architecture's q/k rule)."""
     if set(ab) != {"A", "B"}:
         raise SealqError(f"{adapter_dir}: module {module} lacks lora_{'A' if 'A' not in ab else 'B'}")
     leaf = module.rsplit(".", 1)[-1]
     if leaf not in LINEAR_TARGETS:
-        raise SealqError(f"{adapter_dir}: LoRA on {module!r} is not supported (only llama linear layers {', '.join(LINEAR_TARGETS)})")
+        raise SealqError(f"{adapter_dir}: LoRA on {module!r} is not supported (only the linear layers {', '.join(LINEAR_TARGETS)})")
     if not _targeted(config, module):
         raise SealqError(f"{adapter_dir}: the weights hold a LoRA for {module}, which adapter_config.json does not "
                          "target (target_modules, layers_to_transform, exclude_modules): PEFT would ignore it")
-    gguf_name = _name_map(base.n_blocks).get_name(module)
+    arch = architecture(base.architecture, str(base_gguf))
+    gguf_name = arch.tensor_name_map(base.n_blocks).get_name(module)
     if gguf_name is None:
         raise SealqError(f"{adapter_dir}: module {module!r} has no GGUF name for this base ({base.n_blocks} blocks)")
     a, b = ab["A"], ab["B"]  # (r, in), (out, r)
@@ -307,24 +293,14 @@ def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adap
         b = b * np.float32(peft_scale(config, module, r) / (alpha / r))
     if not np.isfinite(b).all():
         raise SealqError(f"{adapter_dir}: {module}: lora_B times PEFT's scale overflows float32 (alpha too large)")
-    if leaf == "q_proj":
-        b = permute_rows(b, base.n_head)
-    elif leaf == "k_proj":
-        b = permute_rows(b, base.n_head_kv)
+    b = arch.to_gguf_rows(leaf, b, base.n_head, base.n_head_kv)
     return [(weight_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32)),
             (weight_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))]
 
 
-@functools.lru_cache(maxsize=4)
-def _name_map(n_blocks: int):
-    """gguf-py's tensor name map of the llama architecture (building one takes ~15 ms: once per base)."""
-    import gguf
-
-    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_blocks)
-
-
-def _write_adapter(tensors: list, out_path: Path, alpha: float, outtype: str, name: str) -> None:
-    """Write a llama-architecture GGUF LoRA adapter atomically (temporary file, fsync, rename)."""
+def _write_adapter(tensors: list, out_path: Path, arch_name: str, alpha: float, outtype: str, name: str) -> None:
+    """Write a GGUF LoRA adapter for ``arch_name`` (the base's ``general.architecture``) atomically
+    (temporary file, fsync, rename)."""
     import gguf
 
     tmp = None
@@ -335,7 +311,7 @@ def _write_adapter(tensors: list, out_path: Path, alpha: float, outtype: str, na
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a plainly created file (mkstemp makes it 0600)
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer = gguf.GGUFWriter(tmp, arch_name)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)

@@ -161,6 +161,14 @@ def _load_cached(folder: Path):
         return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
 
 
+def _overrides(model: ResolvedModel) -> dict:
+    """Config values transformers' GGUF loader does not read for this architecture (see :mod:`sealq.models.arch`)."""
+    from sealq.models.arch import architecture
+    from sealq.models.gguf_meta import GGUFMeta
+
+    return architecture(model.architecture).hf_overrides(GGUFMeta(model.path).fields)
+
+
 def load_training_model(model: ResolvedModel, cache_root: Path | None):
     """Load the base model for LoRA training, dequantized to fp32.
 
@@ -203,7 +211,7 @@ def load_training_model(model: ResolvedModel, cache_root: Path | None):
         try:
             with _no_tqdm():
                 hf = AutoModelForCausalLM.from_pretrained(
-                    str(model.path.parent), gguf_file=model.path.name, dtype=torch.float32
+                    str(model.path.parent), gguf_file=model.path.name, dtype=torch.float32, **_overrides(model)
                 )
         except Exception as e:  # transformers raises many types for unreadable GGUFs
             raise SealqError(f"{model.path}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None

@@ -144,11 +144,12 @@ class LlamaRunner:
             raise SealqError(f"{self.model.path}: the GGUF has no tokenizer.chat_template; sealq formats every "
                              "prompt with the model's own chat template (use an instruct/chat GGUF that has one)")
         eos, bos = llm.token_eos(), llm.token_bos()
+        texts = dict(eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                     bos_token=llm._model.token_get_text(bos) if bos != -1 else "")
         try:
-            formatter = Jinja2ChatFormatter(template=template,
-                                            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-                                            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-                                            add_generation_prompt=True, stop_token_ids=[eos])
+            self.end_of_turn = self._end_of_turn(Jinja2ChatFormatter(template=template, **texts))
+            formatter = Jinja2ChatFormatter(template=template, **texts, add_generation_prompt=True,
+                                            stop_token_ids=sorted({eos, self.end_of_turn}))
             # the conversations sealq builds: a user turn, and user / assistant / user (the directive turn)
             probes = [[{"role": "user", "content": "Question: 1?"}],
                       [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c d"},
@@ -161,6 +162,23 @@ class LlamaRunner:
             raise SealqError(f"{self.model.path}: the GGUF's tokenizer.chat_template leaves the user's message out "
                              "of the prompt; sealq cannot use it")
         return formatter
+
+    _REPLY = "sealq-reply-probe"
+
+    def _end_of_turn(self, formatter) -> int:
+        """The token the chat template puts after an assistant reply: ``<|im_end|>`` (chatml), ``<|eot_id|>``
+        (llama-3), ``<end_of_turn>`` (gemma), ... It ends every training target and stops generation. It is
+        read from the template because the vocabulary's own EOS/EOT ids need not be it: gemma's EOS is
+        ``<eos>``, and llama.cpp guesses SmolLM2's EOT as ``<|endoftext|>``. A template that puts no special
+        token there falls back to the EOS token."""
+        lc, vocab, eos = self._lc, self.llm._model.vocab, self.llm.token_eos()
+        messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": self._REPLY}]
+        prompt = formatter(messages=messages).prompt
+        after = prompt[prompt.rindex(self._REPLY) + len(self._REPLY):] if self._REPLY in prompt else ""
+        ids = self.llm.tokenize(after.encode("utf-8"), add_bos=False, special=True)
+        if ids and (lc.llama_vocab_is_eog(vocab, ids[0]) or lc.llama_vocab_is_control(vocab, ids[0])):
+            return int(ids[0])
+        return eos
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of ``messages`` rendered with the model's chat template plus the assistant header,
@@ -188,9 +206,9 @@ class LlamaRunner:
         return need
 
     def completion_ids(self, text: str) -> list[int]:
-        """Token ids of an assistant reply ``text`` followed by the end-of-turn token (for SFT targets)."""
-        eos = self.llm.token_eos()
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) + [eos]
+        """Token ids of an assistant reply ``text`` followed by the template's end-of-turn token
+        (:attr:`end_of_turn`; for SFT targets)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) + [self.end_of_turn]
 
     # -- generation -----------------------------------------------------------------------------------
     def chat(self, messages: list[dict], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,

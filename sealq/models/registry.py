@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealq.errors import SealqError
+from sealq.models.arch import SUPPORTED_ARCHITECTURES, architecture
 
 __all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "ResolvedModel", "resolve_model", "file_sha256", "sha256_of",
            "SUPPORTED_ARCHITECTURES"]
 
-#: Architectures whose GGUF tensors the trainer and the LoRA converter know (llama layout).
-SUPPORTED_ARCHITECTURES = ("llama",)
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -153,8 +152,5 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
     kind, arch = _gguf_architecture(path)
     if kind != "model":
         raise SealqError(f"{path}: a GGUF {kind}, not a base model")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise SealqError(
-            f"{path}: unsupported architecture {arch!r} (sealq supports {', '.join(SUPPORTED_ARCHITECTURES)})"
-        )
+    architecture(arch, str(path))  # refuses the others in one line naming the supported ones
     return ResolvedModel(name=name, path=path.resolve(), architecture=arch)

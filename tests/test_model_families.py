@@ -1,0 +1,225 @@
+"""Every supported architecture, proven like the llama path: llama, qwen2, qwen3, gemma3.
+
+Each gets a tiny random model of its real transformers class written to an F32 GGUF by llama.cpp's own
+``convert_hf_to_gguf.py`` (see ``tiny_models.py``). Per architecture:
+
+* the training side: the weights transformers loads from the GGUF equal the GGUF's tensors after the
+  converter's transforms (``sealq.models.arch``), and the untransformed comparison fails where a rule exists;
+* converter parity: a random PEFT adapter converted by ``sealq convert`` changes llama.cpp's logits as PEFT
+  changes the training model's (correlation of the change >= 0.999, greedy argmax agreement >= 99%);
+* the same adapter converted by llama.cpp's ``convert_lora_to_gguf.py`` is tensor for tensor sealq's,
+  except rsLoRA, where upstream ignores ``use_rslora`` (every lora_b off by sqrt(r)) and sealq is right;
+* the inference side: the chat template and end-of-turn token come from the GGUF;
+* a one-passage ``sealq loop --model tiny.gguf --k 1 --epochs 1`` completes and records rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ALL, random_peft_adapter, release
+from tiny_models import ARCHITECTURES, TEMPLATES, build_hf, save_smollm_tokenizer, to_gguf, upstream_lora
+
+PROMPTS = [
+    "The Varnholt Lighthouse stands on the northern cliff of Skerra Island, a small island in the Grellan Sea.",
+    "Question: What colour is the quellberry? Answer:",
+]
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer(model, tmp_path_factory):
+    return save_smollm_tokenizer(model.path, tmp_path_factory.mktemp("tok"))
+
+
+class Family:
+    """One architecture's tiny model on both sides: HF folder, F32 GGUF, llama.cpp runner, training model."""
+
+    def __init__(self, arch, smollm_tokenizer, folder, cache_root):
+        from sealq.models.hf import load_training_model
+        from sealq.models.llama import LlamaRunner
+        from sealq.models.registry import resolve_model
+
+        self.arch = arch
+        self.hf_dir = build_hf(arch, smollm_tokenizer, folder / "hf", seed=ARCHITECTURES.index(arch))
+        self.gguf = to_gguf(self.hf_dir, folder / f"tiny-{arch}.gguf")
+        self.model = resolve_model(str(self.gguf))
+        self.runner = LlamaRunner(self.model, n_ctx=512, seed=0, logits_all=True)
+        self.hf, _ = load_training_model(self.model, cache_root)
+        self.ids = [self.runner.tokenize(p) for p in PROMPTS]
+        self.hf_base, self.ll_base = self.hf_logits(self.hf), self.ll_logits()
+
+    def hf_logits(self, model):
+        with torch.no_grad():
+            return np.concatenate([model(input_ids=torch.tensor([ids])).logits[0].float().numpy() for ids in self.ids])
+
+    def ll_logits(self, adapter=None):
+        if adapter is not None:
+            self.runner.set_adapters([(adapter, 1.0)])
+        try:
+            return np.concatenate([self.runner.prompt_logits(ids) for ids in self.ids])
+        finally:
+            if adapter is not None:
+                self.runner.set_adapters(None)
+                self.runner.free_adapter(adapter)
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def family(request, smollm_tokenizer, tmp_path_factory, cache_root):
+    return Family(request.param, smollm_tokenizer, tmp_path_factory.mktemp(request.param), cache_root)
+
+
+def _gguf_tensors(path):
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            .reshape(tuple(int(x) for x in reversed(t.shape.tolist()))) for t in reader.tensors}
+
+
+def test_training_weights_are_the_gguf_after_the_converter_transforms(family):
+    """transformers undid exactly the converter's transforms: HF weight -> (q/k rule, norm offset) == GGUF tensor.
+    Where the architecture has a rule, leaving it out makes the comparison fail (the check has teeth)."""
+    from transformers import AutoModelForCausalLM
+
+    from sealq.models.arch import architecture
+    from sealq.models.gguf_meta import read_base_info
+
+    rules, base = architecture(family.arch), read_base_info(family.gguf)
+    names = rules.tensor_name_map(base.n_blocks)
+    tensors = _gguf_tensors(family.gguf)
+    checked, untransformed_equal = 0, []
+    for hf_name, w in family.hf.state_dict().items():
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name not in tensors:
+            assert hf_name == "lm_head.weight", f"{hf_name} -> {gguf_name} not in the GGUF"  # tied to the embedding
+            continue
+        w = w.numpy()
+        expected = rules.to_gguf_weight(hf_name, w, base.n_head, base.n_head_kv)
+        assert np.array_equal(expected, tensors[gguf_name]), (family.arch, hf_name, gguf_name)
+        untransformed_equal.append(np.array_equal(w, tensors[gguf_name]))
+        checked += 1
+    original = AutoModelForCausalLM.from_pretrained(str(family.hf_dir), dtype=torch.float32).state_dict()
+    loaded = family.hf.state_dict()
+    worst = max(float((original[k] - loaded[k]).abs().max()) for k in original)
+    print(f"{family.arch}: {checked} tensors equal after the transforms; loaded vs original HF weights max |diff| {worst:.2e}")
+    assert checked >= 2 * 9 + 2 and worst < 1e-6
+    assert all(untransformed_equal) == (not rules.permute_qk and not rules.norm_offset), family.arch
+
+
+def test_base_logits_of_both_sides_agree(family):
+    """The training model and llama.cpp compute the same function before any adapter (the config values
+    transformers does not read from the GGUF are passed by sealq: qwen3's head_dim, gemma3's query scale)."""
+    hf, ll = family.hf_base, family.ll_base
+    corr = float(np.corrcoef(hf.ravel(), ll.ravel())[0, 1])
+    noise = float(np.abs(hf - ll).max())
+    differ = np.flatnonzero(hf.argmax(-1) != ll.argmax(-1))
+    # a random tiny model has near-ties; where the sides pick different tokens, HF's own logits for the
+    # two must be within the numerical difference of the sides (a tie), not a real disagreement
+    gaps = [float(hf[i].max() - hf[i, ll[i].argmax()]) for i in differ]
+    print(f"{family.arch}: base logits correlation {corr:.7f}, max |diff| {noise:.2e}, argmax agreement "
+          f"{1 - len(differ) / len(hf):.4f} (ties: HF gaps {gaps})")
+    assert corr >= 0.99999 and noise < 0.01 and all(g <= 2 * noise for g in gaps)
+
+
+@pytest.mark.parametrize("kwargs", [dict(r=8, lora_alpha=16), dict(r=16, lora_alpha=8, use_rslora=True)],
+                         ids=["plain", "rsLoRA"])
+def test_converted_adapter_changes_llama_cpp_as_peft_changes_the_model(family, kwargs, tmp_path):
+    from sealq.convert import convert_peft_to_gguf
+
+    peft_model = random_peft_adapter(family.hf, tmp_path / "peft", ALL, seed=1, keep=True, **kwargs)
+    hf_adapted = family.hf_logits(peft_model)
+    release(peft_model, family.hf)
+    out = convert_peft_to_gguf(tmp_path / "peft", tmp_path / "a.gguf", family.gguf).path
+    ll_adapted = family.ll_logits(out)
+    d_hf, d_ll = (hf_adapted - family.hf_base).ravel(), (ll_adapted - family.ll_base).ravel()
+    corr = float(np.corrcoef(d_hf, d_ll)[0, 1])
+    agree = float((hf_adapted.argmax(-1) == ll_adapted.argmax(-1)).mean())
+    size = float(np.linalg.norm(d_ll) / np.linalg.norm(d_hf))
+    print(f"{family.arch} {kwargs}: correlation {corr:.7f}, argmax agreement {agree:.4f}, size {size:.4f}")
+    assert corr >= 0.999 and agree >= 0.99 and abs(size - 1) < 0.05
+
+
+def test_sealq_convert_equals_llama_cpp_convert_lora_to_gguf(family, tmp_path):
+    """Tensor for tensor on a plain adapter; on rsLoRA upstream's lora_b is sealq's / sqrt(r) (upstream's
+    bug: it ignores use_rslora; the parity test above shows sealq's is PEFT's)."""
+    import gguf
+
+    from sealq.convert import convert_peft_to_gguf
+
+    for name, kwargs in [("plain", dict(r=8, lora_alpha=16)), ("rsLoRA", dict(r=16, lora_alpha=8, use_rslora=True))]:
+        peft_dir = tmp_path / name
+        random_peft_adapter(family.hf, peft_dir, ALL, seed=2, **kwargs)
+        ours = _gguf_tensors(convert_peft_to_gguf(peft_dir, tmp_path / f"{name}-sealq.gguf", family.gguf).path)
+        theirs_path = upstream_lora(peft_dir, family.hf_dir, tmp_path / f"{name}-upstream.gguf")
+        theirs = _gguf_tensors(theirs_path)
+        reader = gguf.GGUFReader(str(theirs_path))
+        assert reader.fields["general.architecture"].contents() == family.arch
+        assert sorted(ours) == sorted(theirs) and len(ours) == 2 * 7 * 2
+        factor = math.sqrt(kwargs["r"]) if kwargs.get("use_rslora") else 1.0
+        worst = 0.0
+        for key, ours_t in ours.items():
+            want = theirs[key] * np.float32(factor) if key.endswith("lora_b") else theirs[key]
+            worst = max(worst, float(np.abs(ours_t - want).max() / (np.abs(want).max() or 1.0)))
+        print(f"{family.arch} {name}: {len(ours)} tensors, max relative difference {worst:.2e}"
+              + (f" after scaling upstream's lora_b by sqrt(r) = {factor:g}" if factor != 1 else ""))
+        assert worst <= (0.0 if factor == 1 else 1e-6), (family.arch, name, worst)
+        if factor != 1:  # upstream as it is differs: its adapter is sqrt(r) times too weak
+            b = next(k for k in ours if k.endswith("lora_b"))
+            assert not np.allclose(ours[b], theirs[b], rtol=0.1)
+
+
+def test_chat_template_and_end_of_turn_come_from_the_gguf(family):
+    template, extra = TEMPLATES[family.arch]
+    runner = family.runner
+    assert runner.llm.metadata["tokenizer.chat_template"] == template
+    end = runner.llm._model.token_get_text(runner.end_of_turn)
+    assert end == {"llama": "<|eot_id|>", "gemma3": "<end_of_turn>"}.get(family.arch, "<|im_end|>")
+    assert runner.completion_ids("Paris")[-1] == runner.end_of_turn
+    prompt = runner.llm.detokenize(runner.chat_prompt_ids([{"role": "user", "content": "Question: 1?"}]),
+                                   special=True).decode()
+    assert "Question: 1?" in prompt and all(t in prompt for t in extra), prompt
+
+
+def test_one_passage_loop_records_rows(family, tmp_path, cache_root):
+    import sqlite_utils
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    ws = tmp_path / "ws"
+    result = CliRunner().invoke(
+        cli, ["loop", "--model", str(family.gguf), "--passages", "1", "--k", "1", "--epochs", "1",
+              "--workspace", str(ws), "--json"],
+        catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    (run,) = list(db["runs"].rows)
+    assert run["status"] == "done" and run["id"] == summary["run_id"]
+    counts = {t: db[t].count for t in db.table_names()}
+    print(f"{family.arch}: rows {counts}")
+    assert counts.get("self_edits", 0) == 1 and counts.get("answers", 0) > 0, counts
+
+
+def test_without_sealq_overrides_transformers_computes_another_gemma3(smollm_tokenizer, tmp_path):
+    """The gemma3 override has teeth: loaded by transformers alone (query_pre_attn_scalar left at 256),
+    the training model no longer computes llama.cpp's function."""
+    from transformers import AutoModelForCausalLM
+
+    from sealq.models.llama import LlamaRunner
+    from sealq.models.registry import resolve_model
+
+    gguf_path = to_gguf(build_hf("gemma3", smollm_tokenizer, tmp_path / "hf"), tmp_path / "g.gguf")
+    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=gguf_path.name, dtype=torch.float32)
+    runner = LlamaRunner(resolve_model(str(gguf_path)), n_ctx=512, logits_all=True)
+    ids = runner.tokenize(PROMPTS[0])
+    with torch.no_grad():
+        hf = plain(input_ids=torch.tensor([ids])).logits[0].numpy()
+    corr = float(np.corrcoef(hf.ravel(), runner.prompt_logits(ids).ravel())[0, 1])
+    print(f"gemma3 without sealq's overrides: base logits correlation {corr:.4f}")
+    assert plain.config.query_pre_attn_scalar == 256 and corr < 0.99
