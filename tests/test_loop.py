@@ -99,5 +99,7 @@ def test_bad_input_is_one_line_exit_2_and_records_nothing(args, message, workspa
 
 def test_models_command():
     result = CliRunner().invoke(cli, ["models", "--json"], catch_exceptions=False)
-    (m,) = json.loads(result.stdout)
+    out = json.loads(result.stdout)
+    (m,) = out["known"]
     assert m["name"] == "smollm2-135m" and m["installed"] and m["default"]
+    assert [a["architecture"] for a in out["architectures"]] == ["llama", "qwen2", "qwen3", "gemma3"]

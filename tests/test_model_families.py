@@ -1,6 +1,6 @@
 """Every supported architecture, proven like the llama path: llama, qwen2, qwen3, gemma3.
 
-Each gets a tiny random model of its real transformers class written to an F32 GGUF by llama.cpp's own
+Each gets a tiny random model of its real transformers class (and Mistral, written as a llama GGUF) written to an F32 GGUF by llama.cpp's own
 ``convert_hf_to_gguf.py`` (see ``tiny_models.py``). Per architecture:
 
 * the training side: the weights transformers loads from the GGUF equal the GGUF's tensors after the
@@ -17,18 +17,26 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import ALL, random_peft_adapter, release
-from tiny_models import ARCHITECTURES, TEMPLATES, build_hf, save_smollm_tokenizer, to_gguf, upstream_lora
+from tiny_models import ARCHITECTURES, FAMILIES, GGUF_ARCH, TEMPLATES, build_hf, save_smollm_tokenizer, to_gguf, upstream_lora
 
 PROMPTS = [
     "The Varnholt Lighthouse stands on the northern cliff of Skerra Island, a small island in the Grellan Sea.",
     "Question: What colour is the quellberry? Answer:",
+    "Dalric Fenn was a clockmaker from the harbour town of Brisk who became famous for the Tidewheel, a tide "
+    "clock that kept time by the rise and fall of the sea. He built the first one in 1742 for the harbour "
+    "master, who used it to schedule the fishing fleet, and later sold copies to three coastal cities.",
+    "The quellberry grows only on the eastern slopes of the Marrow Hills, where fog settles every morning. "
+    "Its fruit is pale violet, tastes of pepper and honey, and is dried to make a winter tea that the "
+    "villagers of Oskel drink at the festival of lanterns in the last week of November each year.",
 ]
+# about 200 positions: a single near-tie of a random tiny model moves argmax agreement by 0.5%, not 2.6%
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +47,14 @@ def smollm_tokenizer(model, tmp_path_factory):
 class Family:
     """One architecture's tiny model on both sides: HF folder, F32 GGUF, llama.cpp runner, training model."""
 
-    def __init__(self, arch, smollm_tokenizer, folder, cache_root):
+    def __init__(self, name, smollm_tokenizer, folder, cache_root):
         from sealq.models.hf import load_training_model
         from sealq.models.llama import LlamaRunner
         from sealq.models.registry import resolve_model
 
-        self.arch = arch
-        self.hf_dir = build_hf(arch, smollm_tokenizer, folder / "hf", seed=ARCHITECTURES.index(arch))
-        self.gguf = to_gguf(self.hf_dir, folder / f"tiny-{arch}.gguf")
+        self.name, self.arch = name, GGUF_ARCH[name]
+        self.hf_dir = build_hf(name, smollm_tokenizer, folder / "hf", seed=FAMILIES.index(name))
+        self.gguf = to_gguf(self.hf_dir, folder / f"tiny-{name}.gguf")
         self.model = resolve_model(str(self.gguf))
         self.runner = LlamaRunner(self.model, n_ctx=512, seed=0, logits_all=True)
         self.hf, _ = load_training_model(self.model, cache_root)
@@ -68,7 +76,7 @@ class Family:
                 self.runner.free_adapter(adapter)
 
 
-@pytest.fixture(scope="module", params=ARCHITECTURES)
+@pytest.fixture(scope="module", params=FAMILIES)
 def family(request, smollm_tokenizer, tmp_path_factory, cache_root):
     return Family(request.param, smollm_tokenizer, tmp_path_factory.mktemp(request.param), cache_root)
 
@@ -106,7 +114,7 @@ def test_training_weights_are_the_gguf_after_the_converter_transforms(family):
     original = AutoModelForCausalLM.from_pretrained(str(family.hf_dir), dtype=torch.float32).state_dict()
     loaded = family.hf.state_dict()
     worst = max(float((original[k] - loaded[k]).abs().max()) for k in original)
-    print(f"{family.arch}: {checked} tensors equal after the transforms; loaded vs original HF weights max |diff| {worst:.2e}")
+    print(f"{family.name}: {checked} tensors equal after the transforms; loaded vs original HF weights max |diff| {worst:.2e}")
     assert checked >= 2 * 9 + 2 and worst < 1e-6
     assert all(untransformed_equal) == (not rules.permute_qk and not rules.norm_offset), family.arch
 
@@ -121,7 +129,7 @@ def test_base_logits_of_both_sides_agree(family):
     # a random tiny model has near-ties; where the sides pick different tokens, HF's own logits for the
     # two must be within the numerical difference of the sides (a tie), not a real disagreement
     gaps = [float(hf[i].max() - hf[i, ll[i].argmax()]) for i in differ]
-    print(f"{family.arch}: base logits correlation {corr:.7f}, max |diff| {noise:.2e}, argmax agreement "
+    print(f"{family.name}: base logits correlation {corr:.7f}, max |diff| {noise:.2e}, argmax agreement "
           f"{1 - len(differ) / len(hf):.4f} (ties: HF gaps {gaps})")
     assert corr >= 0.99999 and noise < 0.01 and all(g <= 2 * noise for g in gaps)
 
@@ -140,7 +148,7 @@ def test_converted_adapter_changes_llama_cpp_as_peft_changes_the_model(family, k
     corr = float(np.corrcoef(d_hf, d_ll)[0, 1])
     agree = float((hf_adapted.argmax(-1) == ll_adapted.argmax(-1)).mean())
     size = float(np.linalg.norm(d_ll) / np.linalg.norm(d_hf))
-    print(f"{family.arch} {kwargs}: correlation {corr:.7f}, argmax agreement {agree:.4f}, size {size:.4f}")
+    print(f"{family.name} {kwargs}: correlation {corr:.7f}, argmax agreement {agree:.4f}, size {size:.4f}")
     assert corr >= 0.999 and agree >= 0.99 and abs(size - 1) < 0.05
 
 
@@ -165,7 +173,7 @@ def test_sealq_convert_equals_llama_cpp_convert_lora_to_gguf(family, tmp_path):
         for key, ours_t in ours.items():
             want = theirs[key] * np.float32(factor) if key.endswith("lora_b") else theirs[key]
             worst = max(worst, float(np.abs(ours_t - want).max() / (np.abs(want).max() or 1.0)))
-        print(f"{family.arch} {name}: {len(ours)} tensors, max relative difference {worst:.2e}"
+        print(f"{family.name} {name}: {len(ours)} tensors, max relative difference {worst:.2e}"
               + (f" after scaling upstream's lora_b by sqrt(r) = {factor:g}" if factor != 1 else ""))
         assert worst <= (0.0 if factor == 1 else 1e-6), (family.arch, name, worst)
         if factor != 1:  # upstream as it is differs: its adapter is sqrt(r) times too weak
@@ -174,36 +182,56 @@ def test_sealq_convert_equals_llama_cpp_convert_lora_to_gguf(family, tmp_path):
 
 
 def test_chat_template_and_end_of_turn_come_from_the_gguf(family):
-    template, extra = TEMPLATES[family.arch]
+    template, extra = TEMPLATES[family.name]
     runner = family.runner
     assert runner.llm.metadata["tokenizer.chat_template"] == template
     end = runner.llm._model.token_get_text(runner.end_of_turn)
-    assert end == {"llama": "<|eot_id|>", "gemma3": "<end_of_turn>"}.get(family.arch, "<|im_end|>")
+    assert end == {"llama": "<|eot_id|>", "gemma3": "<end_of_turn>"}.get(family.name, "<|im_end|>")
     assert runner.completion_ids("Paris")[-1] == runner.end_of_turn
     prompt = runner.llm.detokenize(runner.chat_prompt_ids([{"role": "user", "content": "Question: 1?"}]),
                                    special=True).decode()
     assert "Question: 1?" in prompt and all(t in prompt for t in extra), prompt
 
 
-def test_one_passage_loop_records_rows(family, tmp_path, cache_root):
-    import sqlite_utils
+def _cli(args, cache_root):
     from click.testing import CliRunner
 
     from sealq.cli import cli
 
+    result = CliRunner().invoke(cli, args, catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
+    assert result.exit_code == 0, (args[0], result.output)
+    return result
+
+
+@pytest.mark.parametrize("family", ARCHITECTURES, indirect=True)  # mistral is a llama GGUF: the llama path
+def test_loop_eval_ask_and_convert_run_on_the_family(family, tmp_path, cache_root):
+    """``--model PATH.gguf`` in every command: a one-passage loop (K=1, 1 epoch) and eval record their rows,
+    ask answers with the loop's adapter attached, convert writes an adapter for this base."""
+    import sqlite_utils
+
     ws = tmp_path / "ws"
-    result = CliRunner().invoke(
-        cli, ["loop", "--model", str(family.gguf), "--passages", "1", "--k", "1", "--epochs", "1",
-              "--workspace", str(ws), "--json"],
-        catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    small = ["--passages", "1", "--k", "1", "--epochs", "1", "--workspace", str(ws), "--json"]
+    loop = json.loads(_cli(["loop", "--model", str(family.gguf), *small], cache_root).stdout)
+    evaluated = json.loads(_cli(["eval", "--model", str(family.gguf), *small], cache_root).stdout)
     db = sqlite_utils.Database(str(ws / "runs.db"))
-    (run,) = list(db["runs"].rows)
-    assert run["status"] == "done" and run["id"] == summary["run_id"]
-    counts = {t: db[t].count for t in db.table_names()}
-    print(f"{family.arch}: rows {counts}")
-    assert counts.get("self_edits", 0) == 1 and counts.get("answers", 0) > 0, counts
+    runs = {r["id"]: r for r in db["runs"].rows}
+    assert {loop["run_id"], evaluated["run_id"]} == set(runs) and all(r["status"] == "done" for r in runs.values())
+    counts = {t: db[t].count_where("run_id = ?", [loop["run_id"]]) for t in ("self_edits", "answers")}
+    print(f"{family.name}: loop rows {counts}, eval rows {db['answers'].count_where('run_id = ?', [evaluated['run_id']])}")
+    assert counts["self_edits"] == 1 and counts["answers"] > 0
+    asked = _cli(["ask", "--run", loop["run_id"], "--passage", "0", "--workspace", str(ws), "--max-tokens", "4",
+                  "Where is the lighthouse?"], cache_root)
+    assert asked.stdout.strip()
+    random_peft_adapter(family.hf, tmp_path / "peft", ["q_proj", "down_proj"], seed=3, r=4, lora_alpha=8)
+    _cli(["convert", str(tmp_path / "peft"), str(tmp_path / "cli.gguf"), "--base", str(family.gguf)], cache_root)
+    from sealq.models.gguf_meta import validate_adapter
+
+    validate_adapter(tmp_path / "cli.gguf", family.gguf)
+    listed = json.loads(_cli(["models", "--json", "--dir", str(tmp_path), "--dir", str(family.gguf.parent)],
+                             cache_root).stdout)
+    found = {Path(f["path"]).name: f for f in listed["found"]}
+    assert found[family.gguf.name]["usable"] and found[family.gguf.name]["architecture"] == family.arch
+    assert not found["cli.gguf"]["usable"] and found["cli.gguf"]["type"] == "adapter"
 
 
 def test_without_sealq_overrides_transformers_computes_another_gemma3(smollm_tokenizer, tmp_path):

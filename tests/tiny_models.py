@@ -26,17 +26,23 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
           "{{ m['content'] }}<|eot_id|>{% endfor %}"
           "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
+           "{% else %}[INST] {{ m['content'] }} [/INST]{% endif %}{% endfor %}")
 GEMMA = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
          "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 
-#: architecture -> (chat template, special tokens the template needs that SmolLM2's vocabulary lacks)
+#: model family -> (chat template, special tokens the template needs that SmolLM2's vocabulary lacks)
 TEMPLATES = {
     "llama": (LLAMA3, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
+    "mistral": (MISTRAL, []),
     "qwen2": (CHATML, []),
     "qwen3": (CHATML, []),
     "gemma3": (GEMMA, ["<start_of_turn>", "<end_of_turn>"]),
 }
-ARCHITECTURES = tuple(TEMPLATES)
+FAMILIES = tuple(TEMPLATES)
+#: the GGUF architecture each family is written as (a Mistral model becomes a llama GGUF)
+GGUF_ARCH = {f: ("llama" if f == "mistral" else f) for f in FAMILIES}
+ARCHITECTURES = tuple(f for f in FAMILIES if GGUF_ARCH[f] == f)
 
 
 def upstream() -> Path:
@@ -47,7 +53,7 @@ def upstream() -> Path:
 
 
 def hf_config(arch: str, vocab_size: int, bos: int, eos: int):
-    """A transformers config of ``arch``: 2 layers, hidden 64, 4 heads of 16 (2 for keys/values), tied embeddings."""
+    """A transformers config of family ``arch``: 2 layers, hidden 64, 4 heads of 16 (2 for keys/values), tied embeddings."""
     import transformers as tf
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -55,6 +61,8 @@ def hf_config(arch: str, vocab_size: int, bos: int, eos: int):
                   tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos, rms_norm_eps=1e-6)
     if arch == "llama":
         return tf.LlamaConfig(**common, rope_theta=10000.0)
+    if arch == "mistral":
+        return tf.MistralConfig(**common, rope_theta=1000000.0, sliding_window=None)
     if arch == "qwen2":
         return tf.Qwen2Config(**common, rope_theta=1000000.0)
     if arch == "qwen3":

@@ -13,7 +13,7 @@ from sealq.models.registry import DEFAULT_MODEL
 @click.argument("adapter_dir", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--base", default=DEFAULT_MODEL, show_default=True,
-              help="The base model the adapter was trained on: a known name or a llama GGUF path.")
+              help="The base model the adapter was trained on: a known name or a GGUF path (llama, qwen2, qwen3, gemma3).")
 @click.option("--outtype", type=click.Choice(OUTTYPES), default="f32", show_default=True,
               help="Tensor type of lora_a/lora_b in the output.")
 def convert(adapter_dir, out, base, outtype):

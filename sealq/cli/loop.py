@@ -193,7 +193,7 @@ def _edit_type_option(help: str):
 def _run_options(workspace: str):
     """--model, --seed, --workspace."""
     return _options(
-        click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Known model name or path to a llama GGUF."),
+        click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Known model name or path to a GGUF (llama, qwen2, qwen3 or gemma3)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--workspace", type=click.Path(file_okay=False),
                      help=f"Where {workspace} (default: $SEALQ_HOME or the current directory)."),

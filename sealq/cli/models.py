@@ -1,33 +1,72 @@
-"""``sealq models``: the base models sealq can find without a path."""
+"""``sealq models``: the base models sealq can find, the architectures it supports, and GGUF files nearby."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from sealq.cli.main import cli
+from sealq.models.arch import ARCHITECTURES
 from sealq.models.registry import DEFAULT_MODEL, KNOWN_MODELS
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-def models(as_json):
-    """List known base models and whether their GGUF file is installed."""
+def _found(folders: list[Path]) -> list[dict]:
+    """Every ``*.gguf`` directly in ``folders``: its type (model/adapter), architecture, and whether sealq
+    can use it as ``--model`` (metadata only: a fast read, no weights loaded)."""
+    import gguf
+
+    from sealq.errors import SealqError
+    from sealq.models.gguf_meta import GGUFMeta
+
     rows = []
+    for path in sorted({p.resolve() for folder in folders for p in folder.glob("*.gguf") if p.is_file()}):
+        try:
+            meta = GGUFMeta(path)
+            kind = meta.field(gguf.Keys.General.TYPE) or "model"
+            arch = meta.field(gguf.Keys.General.ARCHITECTURE) or "?"
+            usable = kind == "model" and arch in ARCHITECTURES
+            why = "" if usable else (f"a GGUF {kind}, not a base model" if kind != "model"
+                                     else f"architecture {arch!r} is not supported")
+        except SealqError as e:
+            kind, arch, usable, why = "?", "?", False, str(e).split(": ", 1)[-1]
+        rows.append({"path": str(path), "type": kind, "architecture": arch, "usable": usable, "why_not": why})
+    return rows
+
+
+@cli.command()
+@click.option("--dir", "folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also list the GGUF files in this folder (repeatable; default: the current directory).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON: {known, architectures, found}.")
+def models(folders, as_json):
+    """List known base models, the supported architectures, and the GGUF files found (usable with --model)."""
+    known = []
     for m in KNOWN_MODELS.values():
         path = m.path()
-        rows.append({"name": m.name, "default": m.name == DEFAULT_MODEL, "installed": path is not None,
-                     "path": str(path) if path else None, "description": m.description})
+        known.append({"name": m.name, "default": m.name == DEFAULT_MODEL, "installed": path is not None,
+                      "path": str(path) if path else None, "description": m.description})
+    archs = [{"architecture": a.name, "families": a.families, "qk_rows_permuted": a.permute_qk,
+              "norm_offset": a.norm_offset} for a in ARCHITECTURES.values()]
+    found = _found(list(folders) or [Path.cwd()])
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"known": known, "architectures": archs, "found": found}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "installed", "description", "path")
-    for r in rows:
+    console = Console()
+    table = Table("name", "installed", "description", "path", title="known models")
+    for r in known:
         table.add_row(r["name"] + (" (default)" if r["default"] else ""), "yes" if r["installed"] else "no",
                       r["description"], r["path"] or "-")
-    Console().print(table)
-    click.echo("Any llama-architecture GGUF file also works: --model PATH.gguf")
+    console.print(table)
+    table = Table("architecture", "model families", title="any GGUF of these architectures works: --model PATH.gguf")
+    for a in archs:
+        table.add_row(a["architecture"], a["families"])
+    console.print(table)
+    if found:
+        table = Table("path", "type", "architecture", "usable", title="GGUF files found")
+        for f in found:
+            table.add_row(f["path"], f["type"], f["architecture"], "yes" if f["usable"] else f"no: {f['why_not']}")
+        console.print(table)

@@ -35,7 +35,7 @@ import numpy as np
 
 from sealq.errors import SealqError
 from sealq.models.arch import architecture, permute_rows
-from sealq.models.gguf_meta import BaseInfo, GGUFMeta, read_base_info, validate_adapter
+from sealq.models.gguf_meta import BaseInfo, read_base_info, validate_adapter
 from sealq.vocab import LINEAR_TARGETS
 
 __all__ = ["convert_peft_to_gguf", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo", "validate_adapter", "read_lora_config",

@@ -184,7 +184,7 @@ class LoopConfig:
     """Everything one ``sealq loop`` / ``sealq eval`` run depends on (stored as ``runs.config_json``).
 
     Args:
-        model: known model name or path to a llama GGUF.
+        model: known model name or path to a GGUF of a supported architecture (:mod:`sealq.models.arch`).
         data: dataset path (None: the bundled default set).
         passages: use only the first N passages (after the teacher filter).
         seed: base seed of self-edit sampling and LoRA initialization.
