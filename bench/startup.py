@@ -5,8 +5,8 @@ the same adapter (from the llama-cpp-python 0.3.36 source distribution, ``vendor
 ``sealq ask``, ``sealq runs`` and ``sealq --help``; median of 3, the commands run in turn. Prints one
 line per figure and appends each to ``bench/results/startup.jsonl``.
 
-Run: .venv/bin/python bench/startup.py   (needs ``sentencepiece`` for the upstream script; the sdist is
-downloaded from PyPI into ~/.cache/sealq/sdist once if it is not there)
+Run: .venv/bin/python bench/startup.py   (the upstream script and ``sentencepiece``, which it imports, are
+installed by ``make install``: the converters are unpacked from the sdist into ``.venv/src/llama.cpp``)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -24,23 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, record  # noqa: E402
 
-LLAMA_VERSION = "0.3.36"
 BIN = Path(sys.executable).parent
 
 
 def upstream_converter() -> Path:
-    """``convert_lora_to_gguf.py`` from the llama-cpp-python sdist (extracted once)."""
-    from sealq.models.hf import default_cache_root
+    """``convert_lora_to_gguf.py`` as ``make install`` unpacked it from the llama-cpp-python sdist."""
+    from tiny_models import upstream
 
-    root = default_cache_root() / "sdist"
-    script = root / f"llama_cpp_python-{LLAMA_VERSION}" / "vendor" / "llama.cpp" / "convert_lora_to_gguf.py"
-    if not script.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(root), f"llama-cpp-python=={LLAMA_VERSION}"], check=True)
-        with tarfile.open(next(root.glob(f"llama_cpp_python-{LLAMA_VERSION}.tar.gz"))) as tar:
-            tar.extractall(root, filter="data")
-    return script
+    return upstream() / "convert_lora_to_gguf.py"
 
 
 def timed(argv: list[str], repeats: int = 3) -> list[float]:
