@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install torch==2.13.0 $(TORCH_PIP_ARGS)
 	@if [ ! -f $(SDIST) ]; then \
 	  mkdir -p $(dir $(SDIST)) && rm -rf $(SDIST).d && \
-	  $(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(SDIST).d llama-cpp-python==$(LLAMA_VERSION) && \
+	  $(BIN)/python -m pip download -q --no-deps --no-binary llama-cpp-python -d $(SDIST).d llama-cpp-python==$(LLAMA_VERSION) && \
 	  mv $(SDIST).d/llama_cpp_python-$(LLAMA_VERSION).tar.gz $(SDIST) && rm -rf $(SDIST).d; \
 	fi
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \

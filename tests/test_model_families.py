@@ -1,12 +1,13 @@
 """Every supported architecture, proven like the llama path: llama, qwen2, qwen3, gemma3.
 
-Each gets a tiny random model of its real transformers class (and Mistral, written as a llama GGUF) written to an F32 GGUF by llama.cpp's own
-``convert_hf_to_gguf.py`` (see ``tiny_models.py``). Per architecture:
+Each gets a tiny random model of its real transformers class (and Mistral, written as a llama GGUF),
+written to an F32 GGUF by llama.cpp's own ``convert_hf_to_gguf.py`` (see ``tiny_models.py``). Per family:
 
 * the training side: the weights transformers loads from the GGUF equal the GGUF's tensors after the
   converter's transforms (``sealq.models.arch``), and the untransformed comparison fails where a rule exists;
 * converter parity: a random PEFT adapter converted by ``sealq convert`` changes llama.cpp's logits as PEFT
-  changes the training model's (correlation of the change >= 0.999, greedy argmax agreement >= 99%);
+  changes the training model's (correlation of the change >= 0.999, greedy argmax agreement >= 99%, near-ties
+  within float noise counted as agreeing), and fails with a wrong rule;
 * the same adapter converted by llama.cpp's ``convert_lora_to_gguf.py`` is tensor for tensor sealq's,
   except rsLoRA, where upstream ignores ``use_rslora`` (every lora_b off by sqrt(r)) and sealq is right;
 * the inference side: the chat template and end-of-turn token come from the GGUF;
@@ -26,7 +27,7 @@ import torch
 from conftest import ALL, random_peft_adapter, release
 from tiny_models import ARCHITECTURES, FAMILIES, GGUF_ARCH, TEMPLATES, build_hf, save_smollm_tokenizer, to_gguf, upstream_lora
 
-PROMPTS = [
+PROMPTS = [  # 177 positions with SmolLM2's tokenizer
     "The Varnholt Lighthouse stands on the northern cliff of Skerra Island, a small island in the Grellan Sea.",
     "Question: What colour is the quellberry? Answer:",
     "Dalric Fenn was a clockmaker from the harbour town of Brisk who became famous for the Tidewheel, a tide "
@@ -36,7 +37,7 @@ PROMPTS = [
     "Its fruit is pale violet, tastes of pepper and honey, and is dried to make a winter tea that the "
     "villagers of Oskel drink at the festival of lanterns in the last week of November each year.",
 ]
-# about 200 positions: a single near-tie of a random tiny model moves argmax agreement by 0.5%, not 2.6%
+# a single near-tie of a random tiny model moves argmax agreement by 0.5%, not 2.6%
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +105,8 @@ def test_training_weights_are_the_gguf_after_the_converter_transforms(family):
     for hf_name, w in family.hf.state_dict().items():
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name not in tensors:
-            assert hf_name == "lm_head.weight", f"{hf_name} -> {gguf_name} not in the GGUF"  # tied to the embedding
+            assert hf_name == "lm_head.weight" and family.hf.config.tie_word_embeddings, \
+                f"{hf_name} -> {gguf_name} not in the GGUF"  # tied to the embedding
             continue
         w = w.numpy()
         expected = rules.to_gguf_weight(hf_name, w, base.n_head, base.n_head_kv)
@@ -117,6 +119,16 @@ def test_training_weights_are_the_gguf_after_the_converter_transforms(family):
     print(f"{family.name}: {checked} tensors equal after the transforms; loaded vs original HF weights max |diff| {worst:.2e}")
     assert checked >= 2 * 9 + 2 and worst < 1e-6
     assert all(untransformed_equal) == (not rules.permute_qk and not rules.norm_offset), family.arch
+
+
+def _argmax_agreement(hf, ll, noise: float) -> tuple[float, int]:
+    """Share of positions where both sides pick the same greedy token, counting as agreement a position
+    where HF's own logits for the two picks differ by at most ``noise``, the sides' largest logit difference
+    on the base model (a random tiny model over a 49k vocabulary has near-ties; float noise decides those;
+    a wrong adapter moves logits far more). Returns (share, ties counted)."""
+    differ = np.flatnonzero(hf.argmax(-1) != ll.argmax(-1))
+    ties = sum(1 for i in differ if hf[i].max() - hf[i, ll[i].argmax()] <= noise)
+    return 1 - (len(differ) - ties) / len(hf), ties
 
 
 def test_base_logits_of_both_sides_agree(family):
@@ -146,10 +158,33 @@ def test_converted_adapter_changes_llama_cpp_as_peft_changes_the_model(family, k
     ll_adapted = family.ll_logits(out)
     d_hf, d_ll = (hf_adapted - family.hf_base).ravel(), (ll_adapted - family.ll_base).ravel()
     corr = float(np.corrcoef(d_hf, d_ll)[0, 1])
-    agree = float((hf_adapted.argmax(-1) == ll_adapted.argmax(-1)).mean())
+    agree, ties = _argmax_agreement(hf_adapted, ll_adapted, float(np.abs(family.hf_base - family.ll_base).max()))
     size = float(np.linalg.norm(d_ll) / np.linalg.norm(d_hf))
-    print(f"{family.name} {kwargs}: correlation {corr:.7f}, argmax agreement {agree:.4f}, size {size:.4f}")
+    print(f"{family.name} {kwargs}: correlation {corr:.7f}, argmax agreement {agree:.4f} "
+          f"({ties} differing positions are ties within the sides' numerical difference), size {size:.4f}")
     assert corr >= 0.999 and agree >= 0.99 and abs(size - 1) < 0.05
+
+
+@pytest.mark.parametrize("family", ["qwen3"], indirect=True)
+def test_parity_check_has_teeth_with_llamas_rule_on_another_architecture(family, tmp_path, monkeypatch):
+    """Applying llama's q/k permutation to a qwen3 adapter (a wrong rule) fails the same check."""
+    import dataclasses
+
+    import sealq.models.arch as arch
+    from sealq.convert import convert_peft_to_gguf
+
+    peft_model = random_peft_adapter(family.hf, tmp_path / "peft", ["q_proj", "k_proj"], seed=4, keep=True, r=8,
+                                     lora_alpha=16)
+    hf_adapted = family.hf_logits(peft_model)
+    release(peft_model, family.hf)
+    monkeypatch.setitem(arch.ARCHITECTURES, "qwen3", dataclasses.replace(arch.ARCHITECTURES["qwen3"], permute_qk=True))
+    out = convert_peft_to_gguf(tmp_path / "peft", tmp_path / "wrong.gguf", family.gguf).path
+    ll_adapted = family.ll_logits(out)
+    d_hf, d_ll = (hf_adapted - family.hf_base).ravel(), (ll_adapted - family.ll_base).ravel()
+    corr = float(np.corrcoef(d_hf, d_ll)[0, 1])
+    agree, _ = _argmax_agreement(hf_adapted, ll_adapted, float(np.abs(family.hf_base - family.ll_base).max()))
+    print(f"qwen3 with llama's q/k permutation: correlation {corr:.4f}, argmax agreement {agree:.4f}")
+    assert corr < 0.99
 
 
 def test_sealq_convert_equals_llama_cpp_convert_lora_to_gguf(family, tmp_path):
@@ -191,6 +226,19 @@ def test_chat_template_and_end_of_turn_come_from_the_gguf(family):
     prompt = runner.llm.detokenize(runner.chat_prompt_ids([{"role": "user", "content": "Question: 1?"}]),
                                    special=True).decode()
     assert "Question: 1?" in prompt and all(t in prompt for t in extra), prompt
+    # a ReST-EM training pair (prompt ids + completion ids) is, as text, the template's own rendering of that
+    # chat up to the end of the reply (as tokens the prompt is the one generation sees: "\n\n" before a reply
+    # is one token there, while a whole rendered chat would split it)
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    llm = runner.llm
+    chat = [{"role": "user", "content": "Question: 1?"}, {"role": "assistant", "content": "Paris"}]
+    rendered = Jinja2ChatFormatter(template=template, eos_token=llm._model.token_get_text(llm.token_eos()),
+                                   bos_token=llm._model.token_get_text(llm.token_bos()))(messages=chat).prompt
+    pair = runner.chat_prompt_ids(chat[:1]) + runner.completion_ids("Paris")
+    text = llm.detokenize(pair, special=True).decode()
+    bos = llm._model.token_get_text(llm.token_bos())
+    assert rendered.removeprefix(bos).startswith(text.removeprefix(bos)) and text.endswith("Paris" + end), (text, rendered)
 
 
 def _cli(args, cache_root):

@@ -26,15 +26,20 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
           "{{ m['content'] }}<|eot_id|>{% endfor %}"
           "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
-MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
-           "{% else %}[INST] {{ m['content'] }} [/INST]{% endif %}{% endfor %}")
+def _mistral_template() -> str:
+    """Mistral Instruct's own template (as llama-cpp-python carries it): [INST] turns, replies end with EOS."""
+    from llama_cpp.llama_chat_format import MISTRAL_INSTRUCT_CHAT_TEMPLATE
+
+    return MISTRAL_INSTRUCT_CHAT_TEMPLATE
+
+
 GEMMA = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
          "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 
 #: model family -> (chat template, special tokens the template needs that SmolLM2's vocabulary lacks)
 TEMPLATES = {
     "llama": (LLAMA3, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
-    "mistral": (MISTRAL, []),
+    "mistral": (_mistral_template(), []),
     "qwen2": (CHATML, []),
     "qwen3": (CHATML, []),
     "gemma3": (GEMMA, ["<start_of_turn>", "<end_of_turn>"]),
@@ -53,12 +58,14 @@ def upstream() -> Path:
 
 
 def hf_config(arch: str, vocab_size: int, bos: int, eos: int):
-    """A transformers config of family ``arch``: 2 layers, hidden 64, 4 heads of 16 (2 for keys/values), tied embeddings."""
+    """A transformers config of family ``arch``: 2 layers, hidden 64, 4 heads of 16 (2 for keys/values)."""
     import transformers as tf
 
+    # Mistral 7B and Qwen2.5-7B have a separate output layer; the others tie it to the embedding
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-                  tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos, rms_norm_eps=1e-6)
+                  tie_word_embeddings=arch not in ("mistral", "qwen2"), bos_token_id=bos, eos_token_id=eos,
+                  rms_norm_eps=1e-6)
     if arch == "llama":
         return tf.LlamaConfig(**common, rope_theta=10000.0)
     if arch == "mistral":
