@@ -45,17 +45,26 @@ def smollm_tokenizer(model, tmp_path_factory):
     return save_smollm_tokenizer(model.path, tmp_path_factory.mktemp("tok"))
 
 
+@pytest.fixture(scope="session")
+def tiny_ggufs(smollm_tokenizer, tmp_path_factory) -> dict:
+    """family -> (HF folder, F32 GGUF), all converted in one run of ``convert_hf_to_gguf.py``'s process."""
+    root = tmp_path_factory.mktemp("tiny")
+    made = {f: (build_hf(f, smollm_tokenizer, root / f, seed=FAMILIES.index(f)), root / f"tiny-{f}.gguf")
+            for f in FAMILIES}
+    to_gguf(list(made.values()))
+    return made
+
+
 class Family:
     """One architecture's tiny model on both sides: HF folder, F32 GGUF, llama.cpp runner, training model."""
 
-    def __init__(self, name, smollm_tokenizer, folder, cache_root):
+    def __init__(self, name, hf_dir, gguf_path, cache_root):
         from sealq.models.hf import load_training_model
         from sealq.models.llama import LlamaRunner
         from sealq.models.registry import resolve_model
 
         self.name, self.arch = name, GGUF_ARCH[name]
-        self.hf_dir = build_hf(name, smollm_tokenizer, folder / "hf", seed=FAMILIES.index(name))
-        self.gguf = to_gguf(self.hf_dir, folder / f"tiny-{name}.gguf")
+        self.hf_dir, self.gguf = hf_dir, gguf_path
         self.model = resolve_model(str(self.gguf))
         self.runner = LlamaRunner(self.model, n_ctx=512, seed=0, logits_all=True)
         self.hf, _ = load_training_model(self.model, cache_root)
@@ -78,8 +87,8 @@ class Family:
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def family(request, smollm_tokenizer, tmp_path_factory, cache_root):
-    return Family(request.param, smollm_tokenizer, tmp_path_factory.mktemp(request.param), cache_root)
+def family(request, tiny_ggufs, cache_root):
+    return Family(request.param, *tiny_ggufs[request.param], cache_root)
 
 
 def _gguf_tensors(path):
@@ -194,11 +203,13 @@ def test_sealq_convert_equals_llama_cpp_convert_lora_to_gguf(family, tmp_path):
 
     from sealq.convert import convert_peft_to_gguf
 
-    for name, kwargs in [("plain", dict(r=8, lora_alpha=16)), ("rsLoRA", dict(r=16, lora_alpha=8, use_rslora=True))]:
-        peft_dir = tmp_path / name
-        random_peft_adapter(family.hf, peft_dir, ALL, seed=2, **kwargs)
-        ours = _gguf_tensors(convert_peft_to_gguf(peft_dir, tmp_path / f"{name}-sealq.gguf", family.gguf).path)
-        theirs_path = upstream_lora(peft_dir, family.hf_dir, tmp_path / f"{name}-upstream.gguf")
+    cases = [("plain", dict(r=8, lora_alpha=16)), ("rsLoRA", dict(r=16, lora_alpha=8, use_rslora=True))]
+    for name, kwargs in cases:
+        random_peft_adapter(family.hf, tmp_path / name, ALL, seed=2, **kwargs)
+    upstream_lora([(tmp_path / name, family.hf_dir, tmp_path / f"{name}-upstream.gguf") for name, _ in cases])
+    for name, kwargs in cases:
+        ours = _gguf_tensors(convert_peft_to_gguf(tmp_path / name, tmp_path / f"{name}-sealq.gguf", family.gguf).path)
+        theirs_path = tmp_path / f"{name}-upstream.gguf"
         theirs = _gguf_tensors(theirs_path)
         reader = gguf.GGUFReader(str(theirs_path))
         assert reader.fields["general.architecture"].contents() == family.arch
@@ -282,20 +293,15 @@ def test_loop_eval_ask_and_convert_run_on_the_family(family, tmp_path, cache_roo
     assert not found["cli.gguf"]["usable"] and found["cli.gguf"]["type"] == "adapter"
 
 
-def test_without_sealq_overrides_transformers_computes_another_gemma3(smollm_tokenizer, tmp_path):
+@pytest.mark.parametrize("family", ["gemma3"], indirect=True)
+def test_without_sealq_overrides_transformers_computes_another_gemma3(family):
     """The gemma3 override has teeth: loaded by transformers alone (query_pre_attn_scalar left at 256),
     the training model no longer computes llama.cpp's function."""
     from transformers import AutoModelForCausalLM
 
-    from sealq.models.llama import LlamaRunner
-    from sealq.models.registry import resolve_model
-
-    gguf_path = to_gguf(build_hf("gemma3", smollm_tokenizer, tmp_path / "hf"), tmp_path / "g.gguf")
-    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=gguf_path.name, dtype=torch.float32)
-    runner = LlamaRunner(resolve_model(str(gguf_path)), n_ctx=512, logits_all=True)
-    ids = runner.tokenize(PROMPTS[0])
-    with torch.no_grad():
-        hf = plain(input_ids=torch.tensor([ids])).logits[0].numpy()
-    corr = float(np.corrcoef(hf.ravel(), runner.prompt_logits(ids).ravel())[0, 1])
+    plain = AutoModelForCausalLM.from_pretrained(str(family.gguf.parent), gguf_file=family.gguf.name,
+                                                 dtype=torch.float32)
+    hf = family.hf_logits(plain)
+    corr = float(np.corrcoef(hf.ravel(), family.ll_base.ravel())[0, 1])
     print(f"gemma3 without sealq's overrides: base logits correlation {corr:.4f}")
     assert plain.config.query_pre_attn_scalar == 256 and corr < 0.99

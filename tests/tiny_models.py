@@ -109,36 +109,41 @@ def build_hf(arch: str, tokenizer_dir: Path, out_dir: Path, seed: int = 0) -> Pa
     return out_dir
 
 
-_CONVERT = """
+_RUN = """
 import runpy, sys
 sys.path.insert(0, {root!r})
 from conversion import base
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "smollm"  # SmolLM2's pre-tokenizer, named
-sys.argv = ["convert_hf_to_gguf.py", *{args!r}]
-runpy.run_path({script!r}, run_name="__main__")
+for argv in {argvs!r}:
+    sys.argv = argv
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
 """
 
 
-def to_gguf(hf_dir: Path, out: Path) -> Path:
-    """Convert ``hf_dir`` to an F32 GGUF with llama.cpp's ``convert_hf_to_gguf.py``."""
+def _run_upstream(script: str, argvs: list[list[str]]) -> None:
+    """Run one of llama.cpp's converter scripts once per argument list, all in one Python process (each
+    process spends most of its time importing torch and transformers)."""
     root = upstream()
-    code = _CONVERT.format(root=str(root), script=str(root / "convert_hf_to_gguf.py"),
-                           args=[str(hf_dir), "--outfile", str(out), "--outtype", "f32"])
+    code = _RUN.format(root=str(root), argvs=[[str(root / script), *map(str, a)] for a in argvs])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{proc.stderr[-3000:]}")
-    return out
+        raise RuntimeError(f"{script} failed on {argvs}:\n{proc.stderr[-3000:]}")
 
 
-def upstream_lora(adapter_dir: Path, hf_dir: Path, out: Path) -> Path:
-    """Convert a PEFT adapter with llama.cpp's ``convert_lora_to_gguf.py`` (F32, base config from ``hf_dir``)."""
-    root = upstream()
-    proc = subprocess.run([sys.executable, str(root / "convert_lora_to_gguf.py"), "--base", str(hf_dir),
-                           "--outfile", str(out), "--outtype", "f32", str(adapter_dir)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"convert_lora_to_gguf.py failed on {adapter_dir}:\n{proc.stderr[-3000:]}")
-    return out
+def to_gguf(pairs: list[tuple[Path, Path]]) -> None:
+    """Convert each ``(hf_dir, out)`` to an F32 GGUF with llama.cpp's ``convert_hf_to_gguf.py``."""
+    _run_upstream("convert_hf_to_gguf.py", [[hf, "--outfile", out, "--outtype", "f32"] for hf, out in pairs])
+
+
+def upstream_lora(jobs: list[tuple[Path, Path, Path]]) -> None:
+    """Convert each ``(adapter_dir, hf_dir, out)`` with llama.cpp's ``convert_lora_to_gguf.py`` (F32, base
+    config from ``hf_dir``)."""
+    _run_upstream("convert_lora_to_gguf.py",
+                  [["--base", hf, "--outfile", out, "--outtype", "f32", adapter] for adapter, hf, out in jobs])
 
 
 def save_smollm_tokenizer(model_path: Path, out_dir: Path) -> Path:
