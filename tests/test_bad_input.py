@@ -46,6 +46,45 @@ def _adapter(tmp: Path, out_rows: int = 999, cut: int | None = None) -> str:
     return str(path)
 
 
+def _odd_gguf(tmp: Path, name: str, arch="llama", kind=None, tensors=True) -> str:
+    """A GGUF with hand-made metadata: ``arch``/``kind`` may be of any GGUF value type (lists, ints)."""
+    import gguf
+
+    path = tmp / f"{name}.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)
+    w.add_key_value(gguf.Keys.General.ARCHITECTURE, arch,
+                    gguf.GGUFValueType.ARRAY if isinstance(arch, list) else gguf.GGUFValueType.get_type(arch),
+                    sub_type=gguf.GGUFValueType.UINT32 if isinstance(arch, list) else None)
+    if kind is not None:
+        w.add_key_value(gguf.Keys.General.TYPE, kind, gguf.GGUFValueType.get_type(kind))
+    if tensors:
+        w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()  # noqa: E702
+    return str(path)
+
+
+def test_models_lists_odd_ggufs_as_unusable_rows(tmp_path):
+    """Non-string metadata, a vocabulary-only file, damaged files: one "no" row each, never a traceback."""
+    _odd_gguf(tmp_path, "arch-array", arch=[1, 2])
+    _odd_gguf(tmp_path, "type-int", kind=7)
+    _odd_gguf(tmp_path, "vocab-only", tensors=False)
+    (tmp_path / "empty.gguf").write_bytes(b"")
+    good = _odd_gguf(tmp_path, "plain-llama")
+    result = CliRunner().invoke(cli, ["models", "--json", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["path"]).stem: r for r in json.loads(result.stdout)["found"]}
+    assert rows[Path(good).stem]["usable"] and sum(r["usable"] for r in rows.values()) == 1, rows
+    assert "not a string" in rows["arch-array"]["why_not"] and "not a string" in rows["type-int"]["why_not"]
+    assert "token_embd" in rows["vocab-only"]["why_not"]
+    table = CliRunner().invoke(cli, ["models", "--dir", str(tmp_path)])  # the table renders every row too,
+    assert table.exit_code == 0 and "…" not in table.stdout, table.output  # paths folded, never cut short
+    for name in ("arch-array", "type-int"):
+        r = CliRunner().invoke(cli, ["loop", "--model", str(tmp_path / f"{name}.gguf")])
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and "not a string" in lines[0], r.output
+
+
 def _other_arch(tmp: Path) -> str:
     import gguf
 

@@ -15,20 +15,19 @@ from sealq.models.registry import DEFAULT_MODEL, KNOWN_MODELS
 def _found(folders: list[Path]) -> list[dict]:
     """Every ``*.gguf`` directly in ``folders``: its type (model/adapter), architecture, and whether sealq
     can use it as ``--model`` (metadata only: a fast read, no weights loaded)."""
-    import gguf
-
     from sealq.errors import SealqError
     from sealq.models.gguf_meta import GGUFMeta
+    from sealq.models.registry import gguf_kind_and_architecture
 
     rows = []
     for path in sorted({p.resolve() for folder in folders for p in folder.glob("*.gguf") if p.is_file()}):
         try:
-            meta = GGUFMeta(path)
-            kind = meta.field(gguf.Keys.General.TYPE) or "model"
-            arch = meta.field(gguf.Keys.General.ARCHITECTURE) or "?"
-            usable = kind == "model" and arch in ARCHITECTURES
+            kind, arch = gguf_kind_and_architecture(path)
+            has_weights = "token_embd.weight" in GGUFMeta(path).shapes()
+            usable = kind == "model" and arch in ARCHITECTURES and has_weights
             why = "" if usable else (f"a GGUF {kind}, not a base model" if kind != "model"
-                                     else f"architecture {arch!r} is not supported")
+                                     else f"architecture {arch!r} is not supported" if arch not in ARCHITECTURES
+                                     else "no token_embd.weight (a vocabulary-only or incomplete GGUF)")
         except SealqError as e:
             kind, arch, usable, why = "?", "?", False, str(e).split(": ", 1)[-1]
         rows.append({"path": str(path), "type": kind, "architecture": arch, "usable": usable, "why_not": why})
@@ -56,7 +55,9 @@ def models(folders, as_json):
     from rich.table import Table
 
     console = Console()
-    table = Table("name", "installed", "description", "path", title="known models")
+    table = Table(title="known models")
+    for column in ("name", "installed", "description", "path"):
+        table.add_column(column, overflow="fold")  # folded, never cut short: a path is what --model takes
     for r in known:
         table.add_row(r["name"] + (" (default)" if r["default"] else ""), "yes" if r["installed"] else "no",
                       r["description"], r["path"] or "-")
@@ -66,7 +67,10 @@ def models(folders, as_json):
         table.add_row(a["architecture"], a["families"])
     console.print(table)
     if found:
-        table = Table("path", "type", "architecture", "usable", title="GGUF files found")
+        table = Table(title="GGUF files found")
+        table.add_column("path", overflow="fold")
+        for column in ("type", "architecture", "usable"):
+            table.add_column(column)
         for f in found:
             table.add_row(f["path"], f["type"], f["architecture"], "yes" if f["usable"] else f"no: {f['why_not']}")
         console.print(table)

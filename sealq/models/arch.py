@@ -21,7 +21,7 @@ linear layers that take a LoRA have the same names in all four (:data:`sealq.voc
 
 transformers 5's GGUF loader also leaves two settings at its config defaults that llama.cpp reads from the
 file, so the training model would compute something else than llama.cpp (measured on a tiny gemma3: logit
-correlation 0.85 instead of 0.9999998); :meth:`Architecture.hf_overrides` passes them explicitly:
+correlation 0.83 instead of 0.9999999); :meth:`Architecture.hf_overrides` passes them explicitly:
 
 * qwen3: ``head_dim`` from ``qwen3.attention.key_length`` (transformers' default is 128);
 * gemma3: ``query_pre_attn_scalar`` as llama.cpp computes the attention scale
@@ -125,7 +125,7 @@ def architecture(name: str, where: str = "") -> Architecture:
     Raises:
         SealqError: ``name`` is not supported; the message names the supported ones.
     """
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise SealqError(f"{where + ': ' if where else ''}unsupported architecture {name!r} "
                          f"(sealq supports {', '.join(SUPPORTED_ARCHITECTURES)})")
     return ARCHITECTURES[name]

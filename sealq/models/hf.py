@@ -162,11 +162,22 @@ def _load_cached(folder: Path):
 
 
 def _overrides(model: ResolvedModel) -> dict:
-    """Config values transformers' GGUF loader does not read for this architecture (see :mod:`sealq.models.arch`)."""
+    """Config values transformers' GGUF loader does not read for this architecture (see :mod:`sealq.models.arch`).
+
+    transformers 5 also drops a GGUF's rope scaling (``<arch>.rope.scaling.*`` keys, llama-3's
+    ``rope_freqs`` tensor: Llama-3.1/3.2, Gemma-3 4B+, Qwen2.5 with YaRN) except for gpt-oss; such a base
+    is trained with unscaled rotary frequencies while llama.cpp runs it scaled. sealq warns once; it is
+    not corrected (docs/models.md)."""
     from sealq.models.arch import architecture
     from sealq.models.gguf_meta import GGUFMeta
 
-    return architecture(model.architecture).hf_overrides(GGUFMeta(model.path).fields)
+    meta = GGUFMeta(model.path)
+    scaling = meta.field(f"{model.architecture}.rope.scaling.type")
+    if (scaling not in (None, "none")) or "rope_freqs.weight" in meta.shapes():
+        warnings.warn(f"{model.path.name} uses rope scaling ({scaling or 'rope_freqs'}), which transformers does not "
+                      "read from a GGUF: LoRA training sees unscaled rotary frequencies while llama.cpp applies "
+                      "them (see docs/models.md)", SealqWarning, stacklevel=3)
+    return architecture(model.architecture).hf_overrides(meta.fields)
 
 
 def load_training_model(model: ResolvedModel, cache_root: Path | None):

@@ -16,7 +16,7 @@ from sealq.errors import SealqError
 from sealq.models.arch import SUPPORTED_ARCHITECTURES, architecture
 
 __all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "ResolvedModel", "resolve_model", "file_sha256", "sha256_of",
-           "SUPPORTED_ARCHITECTURES"]
+           "SUPPORTED_ARCHITECTURES", "gguf_kind_and_architecture"]
 
 
 _GGUF_MAGIC = b"GGUF"
@@ -105,8 +105,12 @@ def file_sha256(path: Path) -> str:
     return _SHA_CACHE[key]
 
 
-def _gguf_architecture(path: Path) -> tuple[str, str]:
-    """Read (general.type, general.architecture) with gguf's reader; raise SealqError if not a GGUF."""
+def gguf_kind_and_architecture(path: Path) -> tuple[str, str]:
+    """(general.type, general.architecture) of a GGUF file, both strings (type defaults to ``model``).
+
+    Raises:
+        SealqError: unreadable, not a GGUF, or either value is not a string.
+    """
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -119,7 +123,11 @@ def _gguf_architecture(path: Path) -> tuple[str, str]:
     from sealq.models.gguf_meta import GGUFMeta
 
     meta = GGUFMeta(path, "GGUF model (damaged or truncated)")
-    return meta.field(gguf.Keys.General.TYPE) or "model", meta.field(gguf.Keys.General.ARCHITECTURE) or "?"
+    kind, arch = meta.field(gguf.Keys.General.TYPE) or "model", meta.field(gguf.Keys.General.ARCHITECTURE) or "?"
+    for key, value in ((gguf.Keys.General.TYPE, kind), (gguf.Keys.General.ARCHITECTURE, arch)):
+        if not isinstance(value, str):
+            raise SealqError(f"{path}: metadata {key} is {value!r}, not a string (damaged or hand-made GGUF)")
+    return kind, arch
 
 
 def resolve_model(name_or_path: str | None) -> ResolvedModel:
@@ -149,7 +157,7 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
         if path.is_dir():
             raise SealqError(f"model {name_or_path!r}: is a directory, expected a .gguf file")
         name = path.stem
-    kind, arch = _gguf_architecture(path)
+    kind, arch = gguf_kind_and_architecture(path)
     if kind != "model":
         raise SealqError(f"{path}: a GGUF {kind}, not a base model")
     architecture(arch, str(path))  # refuses the others in one line naming the supported ones
