@@ -86,14 +86,8 @@ def test_models_lists_odd_ggufs_as_unusable_rows(tmp_path):
 
 
 def _other_arch(tmp: Path) -> str:
-    import gguf
-
-    path = tmp / "gpt2.gguf"
-    w = gguf.GGUFWriter(str(path), "gpt2")
-    w.add_type(gguf.GGUFType.MODEL)
-    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()  # noqa: E702
-    return str(path)
+    """A GGUF model of an architecture sealq does not support (gpt2)."""
+    return _odd_gguf(tmp, "gpt2", arch="gpt2")
 
 
 def _without_chat_template() -> str:

@@ -13,23 +13,22 @@ from sealq.models.registry import DEFAULT_MODEL, KNOWN_MODELS
 
 
 def _found(folders: list[Path]) -> list[dict]:
-    """Every ``*.gguf`` directly in ``folders``: its type (model/adapter), architecture, and whether sealq
-    can use it as ``--model`` (metadata only: a fast read, no weights loaded)."""
+    """Every ``*.gguf`` directly in ``folders``: its type (model/adapter), architecture, and whether
+    :func:`sealq.models.registry.resolve_model` accepts it as ``--model`` (metadata only: no weights loaded)."""
     from sealq.errors import SealqError
-    from sealq.models.gguf_meta import GGUFMeta
-    from sealq.models.registry import gguf_kind_and_architecture
+    from sealq.models.registry import gguf_kind_and_architecture, resolve_model
 
     rows = []
     for path in sorted({p.resolve() for folder in folders for p in folder.glob("*.gguf") if p.is_file()}):
         try:
             kind, arch = gguf_kind_and_architecture(path)
-            has_weights = "token_embd.weight" in GGUFMeta(path).shapes()
-            usable = kind == "model" and arch in ARCHITECTURES and has_weights
-            why = "" if usable else (f"a GGUF {kind}, not a base model" if kind != "model"
-                                     else f"architecture {arch!r} is not supported" if arch not in ARCHITECTURES
-                                     else "no token_embd.weight (a vocabulary-only or incomplete GGUF)")
+        except SealqError:
+            kind, arch = "?", "?"
+        try:
+            resolve_model(str(path))
+            usable, why = True, ""
         except SealqError as e:
-            kind, arch, usable, why = "?", "?", False, str(e).split(": ", 1)[-1]
+            usable, why = False, str(e).split(": ", 1)[-1]
         rows.append({"path": str(path), "type": kind, "architecture": arch, "usable": usable, "why_not": why})
     return rows
 

@@ -138,7 +138,7 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
 
     Raises:
         SealqError: unknown name, package not installed, missing file, not a GGUF, an adapter instead of
-            a model, or an architecture sealq cannot train and convert.
+            a model, an architecture sealq cannot train and convert, or no weights (a vocabulary-only GGUF).
     """
     name_or_path = name_or_path or DEFAULT_MODEL
     if name_or_path in KNOWN_MODELS:
@@ -161,4 +161,8 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
     if kind != "model":
         raise SealqError(f"{path}: a GGUF {kind}, not a base model")
     architecture(arch, str(path))  # refuses the others in one line naming the supported ones
+    from sealq.models.gguf_meta import GGUFMeta
+
+    if "token_embd.weight" not in GGUFMeta(path).shapes():  # the parse gguf_kind_and_architecture cached
+        raise SealqError(f"{path}: no token_embd.weight tensor (a vocabulary-only or incomplete GGUF)")
     return ResolvedModel(name=name, path=path.resolve(), architecture=arch)
