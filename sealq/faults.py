@@ -19,8 +19,9 @@ __all__ = ["POINTS", "kill_point"]
 #: Where the loop can be killed: after a self-edit is generated, during training (adapter saved to its
 #: temporary folder, not yet renamed), between conversion and evaluation, and inside the database
 #: transaction of a self-edit (its row inserted, adapter and answers not yet, nothing committed); in a
-#: ReST-EM run, after a policy adapter is trained and converted but before its row is recorded.
-POINTS = ("generate", "train", "convert", "db_write", "policy")
+#: ReST-EM run, after a policy adapter is trained and converted but before its row is recorded; in a
+#: continual run, after a gate's decision (and the model state it creates) but before the decision's row.
+POINTS = ("generate", "train", "convert", "db_write", "policy", "continual_decision")
 
 _seen: dict[tuple[str, str], int] = {}
 

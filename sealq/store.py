@@ -15,7 +15,7 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from sealq.errors import SealqError
-from sealq.vocab import RESUMABLE, RunStatus
+from sealq.vocab import RESUMABLE, Command, RunStatus
 
 __all__ = ["resolve_workspace", "open_db", "utc_now", "migrations", "DB_NAME", "find_run", "RunLock", "run_status",
            "workspace_of", "RESUMABLE", "resume_command"]
@@ -176,6 +176,49 @@ def m005_one_vocabulary(db: sqlite_utils.Database) -> None:
     db.execute("update answers set condition = 'self_edit' where condition = 'adapted'")
 
 
+@migrations()
+def m006_continual(db: sqlite_utils.Database) -> None:
+    """Continual self-edits (``sealq continual``, SEAL sec. 4.3): model states built from accepted updates,
+    gate decisions and measurements, and the answers behind the forgetting matrix.
+
+    A sequence's passages are ``passages`` rows with split ``continual``, round = sequence, idx = position;
+    questions.role says which questions the gates see (``gate``) and which the matrix scores (``scored``).
+    continual_models: one row per model state of a sequence, named by its history (the steps whose update
+    was accepted, e.g. ``0,2``; ``""`` is the base), with the logit parity of llama.cpp's stacked adapters
+    against the merged training model. self_edits.continual_model_id: the model state a candidate was
+    written and trained on (0 outside continual runs). continual_answers: a model state's answers (with a
+    candidate self-edit's adapter on top when candidate_id is set). continual_measures: a gate's
+    measurement of a candidate on a model state. continual_decisions: per sequence, gate and step.
+    """
+    db["questions"].add_column("role", str)
+    db["self_edits"].add_column("continual_model_id", int, not_null_default=0)
+    db.execute("drop index if exists idx_self_edits_passage_id_source_seed_idx_sample_idx")
+    db["self_edits"].create_index(["passage_id", "source", "seed_idx", "sample_idx", "continual_model_id"], unique=True)
+    db["continual_models"].create(
+        {"id": int, "run_id": str, "sequence": int, "history": str, "parent_id": int, "update_self_edit_id": int,
+         "parity_corr": float,  # llama.cpp (stacked GGUF adapters) vs merged PEFT: corr. of the logit change from base
+         "parity_scale": float,  # size of llama.cpp's logit change relative to PEFT's
+         "parity_max_abs": float},  # largest |difference| of the two logit changes
+        pk="id", foreign_keys=[("run_id", "runs", "id")])
+    db["continual_models"].create_index(["run_id", "sequence", "history"], unique=True)
+    db["continual_answers"].create(
+        {"id": int, "run_id": str, "model_id": int, "candidate_id": int, "question_id": int, "prediction": str,
+         "em": float, "f1": float, "contains": float, "tokens": int, "seconds": float},
+        pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_id", "continual_models", "id"),
+                               ("question_id", "questions", "id")])
+    db["continual_answers"].create_index(["model_id", "candidate_id", "question_id"])
+    db["continual_measures"].create(
+        {"id": int, "run_id": str, "model_id": int, "self_edit_id": int, "kind": str,
+         "before": float, "after": float, "value": float},
+        pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_id", "continual_models", "id")])
+    db["continual_measures"].create_index(["model_id", "self_edit_id", "kind"], unique=True)
+    db["continual_decisions"].create(
+        {"id": int, "run_id": str, "sequence": int, "gate": str, "step": int, "model_id": int, "self_edit_id": int,
+         "status": str, "measurement": float, "threshold": float, "next_model_id": int},
+        pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_id", "continual_models", "id")])
+    db["continual_decisions"].create_index(["run_id", "sequence", "gate", "step"], unique=True)
+
+
 def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
     """The folder that holds ``runs.db`` and the adapters: ``workspace``, else ``$SEALQ_HOME``, else cwd.
 
@@ -326,9 +369,10 @@ class RunLock:
             self._fd = None
 
 
-def resume_command(run_id: str) -> str:
-    """The command that continues a run: ``sealq loop --resume RUN``."""
-    return f"sealq loop --resume {run_id}"
+def resume_command(run_id: str, command: str = "loop") -> str:
+    """The command that continues a run: ``sealq continual --resume RUN`` for a continual run (``command``
+    is ``runs.command``), ``sealq loop --resume RUN`` for every other kind."""
+    return f"sealq {'continual' if command == Command.CONTINUAL else 'loop'} --resume {run_id}"
 
 
 def workspace_of(db: sqlite_utils.Database) -> Path | None:

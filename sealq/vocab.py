@@ -10,6 +10,8 @@ JSON or a format string as it is (``f"{Source.SELF_EDIT}"`` is ``"self_edit"``).
 * :class:`Row`: the rows of every results table: the answer conditions, with sampled self-edits
   aggregated as their mean and their best-of-K pick.
 * :class:`Split`, :class:`EditStatus`, :class:`RunStatus`, :class:`PolicyStatus`.
+* Continual self-edits (``sealq continual``): :class:`QuestionRole` (``questions.role``), :class:`GateKind`,
+  :class:`UpdateStatus` (``continual_decisions.status``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from enum import Enum
 
 __all__ = ["Name", "Source", "Condition", "Row", "Split", "EditStatus", "RunStatus", "PolicyStatus", "ROW_LABELS",
-           "CORE_ROWS", "LINEAR_TARGETS", "RESUMABLE"]
+           "CORE_ROWS", "LINEAR_TARGETS", "RESUMABLE", "QuestionRole", "GateKind", "UpdateStatus", "Command"]
 
 
 class Name(str, Enum):
@@ -80,6 +82,7 @@ class Split(Name):
     ALL = "all"  # no ReST-EM rounds
     TRAIN = "train"  # ReST-EM: its best self-edits train the policy
     HOLDOUT = "holdout"  # ReST-EM: only evaluated
+    CONTINUAL = "continual"  # `sealq continual`: passage ``idx`` of sequence ``round``
 
 
 class EditStatus(Name):
@@ -87,6 +90,15 @@ class EditStatus(Name):
 
     OK = "ok"  # trained, converted, answered
     SKIPPED = "skipped"  # no usable training item: nothing trained, reward 0 (the model is unchanged)
+
+
+class Command(Name):
+    """``runs.command``: what made a run."""
+
+    LOOP = "loop"  # sealq loop
+    EVAL = "eval"  # sealq eval
+    RESTEM = "restem"  # sealq loop --rounds R
+    CONTINUAL = "continual"  # sealq continual (its own tables; resumed by `sealq continual --resume`)
 
 
 class RunStatus(Name):
@@ -112,3 +124,27 @@ class PolicyStatus(Name):
 
 #: The linear modules that get a LoRA (llama names; every knowledge and policy adapter).
 LINEAR_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class QuestionRole(Name):
+    """``questions.role`` in a continual run: each passage's questions are split (seeded) in two, so the
+    gate never sees a question the forgetting matrix scores."""
+
+    GATE = "gate"  # seen by best-of-K and the gates
+    SCORED = "scored"  # only ever scored for the forgetting matrix
+
+
+class GateKind(Name):
+    """How a continual run decides whether an update is accepted (``--gate``)."""
+
+    NONE = "none"  # accept every update (SEAL's continual experiment)
+    RETENTION = "retention"  # reject when mean gate accuracy on earlier passages drops by more than D
+    KL = "kl"  # reject when KL(current || updated) on a fixed probe text exceeds X nats/token (as STABLE)
+
+
+class UpdateStatus(Name):
+    """``continual_decisions.status``: what a gate did with a step's best self-edit."""
+
+    ACCEPTED = "accepted"  # the update is part of the model from now on
+    REJECTED = "rejected"  # the gate refused it: the model is unchanged
+    NO_UPDATE = "no_update"  # no self-edit had a usable item: nothing to accept

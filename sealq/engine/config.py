@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 
 from sealq.cores import bf16_supported
 from sealq.errors import SealqError
-from sealq.vocab import LINEAR_TARGETS
+from sealq.vocab import LINEAR_TARGETS, GateKind
 
 __all__ = ["EDIT_TYPES", "PRECISIONS", "resolve_precision", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
-           "LoopConfig", "ScaleConfig"]
+           "LoopConfig", "ScaleConfig", "Gate", "ContinualConfig"]
 
 #: Training precisions; ``auto`` resolves to ``bf16`` where the CPU has native bfloat16, else ``fp32``.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -298,3 +298,104 @@ class ScaleConfig:
     def threads(self, cores: int) -> int:
         """Threads per worker: as given, else ``cores // workers`` (at least 1)."""
         return self.threads_per_worker or max(1, cores // max(1, self.workers))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A continual run's update gate (``--gate``): ``none``, ``retention:D`` or ``kl:X``.
+
+    Args:
+        kind: :class:`~sealq.vocab.GateKind`.
+        threshold: retention: the largest accepted drop of mean contains accuracy on earlier passages'
+            gate questions (0-1); kl: the largest accepted mean KL(current || updated) on the probe text,
+            nats per token (> 0); none: 0.
+
+    Source: SEAL (Zweiger et al. 2025) sec. 4.3 accepts every update; STABLE (2025) gates each merge on a
+    measured drop (exact match on earlier data, KL).
+    """
+
+    kind: GateKind
+    threshold: float = 0.0
+
+    @property
+    def spec(self) -> str:
+        """The gate as written on the command line (``retention:0.05``); its name in ``runs.db``."""
+        return str(self.kind) if self.kind == GateKind.NONE else f"{self.kind}:{self.threshold:g}"
+
+    @classmethod
+    def parse(cls, spec: str) -> "Gate":
+        """``none`` | ``retention:D`` (0 <= D <= 1) | ``kl:X`` (X > 0).
+
+        Raises:
+            SealqError: anything else, in one line naming the forms.
+        """
+        forms = "none, retention:D (0 <= D <= 1) or kl:X (X > 0)"
+        kind, sep, value = str(spec).strip().partition(":")
+        if kind == GateKind.NONE and not sep:
+            return cls(GateKind.NONE)
+        _check(kind in (GateKind.RETENTION, GateKind.KL) and bool(value), f"--gate {spec!r}: expected {forms}")
+        try:
+            x = float(value)
+        except ValueError:
+            raise SealqError(f"--gate {spec!r}: {value!r} is not a number; expected {forms}") from None
+        ok = 0 <= x <= 1 if kind == GateKind.RETENTION else 0 < x < float("inf")
+        _check(ok, f"--gate {spec!r}: threshold out of range; expected {forms}")
+        return cls(GateKind(kind), x)
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """Everything one ``sealq continual`` run depends on (stored as ``runs.config_json``).
+
+    SEAL sec. 4.3 (continual self-edits): per sequence of ``length`` passages, start from the base; at step
+    t the current model writes K self-edits for passage t, each LoRA is trained on top of the current model,
+    the best-of-K (on passage t's gate questions) goes to each gate, an accepted update becomes part of the
+    model; after every step every passage seen so far is scored on its scored questions.
+
+    Args:
+        loop: model, data, seed, self-edit sampling (``k``, edit types, directives), training and answering
+            settings, as for ``sealq loop``.
+        sequences: independent sequences (drawn without overlap from the data's passages, seeded).
+        length: passages per sequence.
+        gates: gate specs compared side by side on the same sequences (:meth:`Gate.parse`).
+        gate_fraction: share of each passage's questions the gates see (at least one each side).
+    """
+
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    sequences: int = 2
+    length: int = 4
+    gates: tuple[str, ...] = ("none",)
+    gate_fraction: float = 0.5
+
+    def __post_init__(self):
+        object.__setattr__(self, "gates", tuple(Gate.parse(g).spec for g in self.gates))
+        _check(self.sequences >= 1, f"--sequences must be at least 1, got {self.sequences}")
+        _check(1 <= self.length <= 100, f"--length must be in 1-100, got {self.length}")
+        _check(len(self.gates) >= 1, "--gate: at least one gate is needed")
+        _check(len(set(self.gates)) == len(self.gates), f"--gate: a gate is given twice ({', '.join(self.gates)})")
+        _check(0 < self.gate_fraction < 1, f"--gate-fraction must be in (0, 1), got {self.gate_fraction}")
+        _check(self.loop.selfedit.k >= 1, f"--k must be at least 1, got {self.loop.selfedit.k}")
+        lc = self.loop
+        _check(not (lc.rounds or lc.passage_only or lc.teacher or lc.seeds != 1 or lc.passages),
+               "a continual run takes no ReST-EM, eval or --passages settings")
+
+    @property
+    def gate_list(self) -> list[Gate]:
+        return [Gate.parse(g) for g in self.gates]
+
+    def to_dict(self) -> dict:
+        return {"loop": self.loop.to_dict(), "sequences": self.sequences, "length": self.length,
+                "gates": list(self.gates), "gate_fraction": self.gate_fraction}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ContinualConfig":
+        """Rebuild a stored config (``sealq continual --resume``).
+
+        Raises:
+            SealqError: not a continual config of this sealq version.
+        """
+        try:
+            d = dict(d)
+            return cls(loop=LoopConfig.from_dict(d.pop("loop")), **d)
+        except (KeyError, TypeError) as e:
+            raise SealqError(f"stored run config is not a continual config readable by this sealq version ({e})") from None

@@ -158,14 +158,16 @@ def _adapter_row(run_id: str, se_id: int, a: TrainedAdapter, keep: bool) -> dict
 
 
 def record_step(db, run_id: str, p: PassageRecord, seed_idx: int, sample_idx: int, r: StepResult, keep: bool,
-                clock: Clock) -> Candidate:
+                clock: Clock, continual_model_id: int = 0) -> Candidate:
     """Write one step (self-edit row, adapter row, adapted answers, timings) in one transaction. An adapter
     not kept is recorded as not kept, and its files deleted after the transaction (a crash in between
-    leaves files that ``--resume`` deletes)."""
+    leaves files that ``--resume`` deletes). ``continual_model_id``: the continual model state the step
+    ran on (``sealq continual``; 0 otherwise)."""
     clock.rows.extend(r.timings)
     a = r.adapter
     with db.atomic():
-        se_id = db["self_edits"].insert(_self_edit_row(run_id, p, seed_idx, sample_idx, r)).last_pk
+        row = {**_self_edit_row(run_id, p, seed_idx, sample_idx, r), "continual_model_id": continual_model_id}
+        se_id = db["self_edits"].insert(row).last_pk
         ad_id = None
         if a is not None:
             kill_point("db_write")
