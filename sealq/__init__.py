@@ -6,6 +6,12 @@ Run the loop and read the results::
     from sealq import LoopConfig, SelfEditConfig, run_loop, open_db, summarize
     summary = run_loop(LoopConfig(passages=2, selfedit=SelfEditConfig(k=2)), workspace="ws")
 
+Continual self-edits (a forgetting matrix per gate)::
+
+    from sealq import ContinualConfig, LoopConfig, run_continual
+    summary = run_continual(ContinualConfig(loop=LoopConfig(), sequences=2, length=3,
+                                            gates=("none", "retention:0.1", "kl:0.3")), workspace="ws")
+
 Or one inner step by hand (a self-edit, its LoRA, the answers after it; nothing is recorded)::
 
     from pathlib import Path
@@ -26,10 +32,12 @@ import importlib
 _EXPORTS = {
     # running (writes runs.db)
     "run_loop": "sealq.engine.loop", "resume_loop": "sealq.engine.loop", "LoopEvents": "sealq.engine.passage",
+    "run_continual": "sealq.engine.continual", "resume_continual": "sealq.engine.continual",
+    "ContinualEvents": "sealq.engine.continual",
     # settings
     "LoopConfig": "sealq.engine.config", "SelfEditConfig": "sealq.engine.config", "TrainConfig": "sealq.engine.config",
     "EvalConfig": "sealq.engine.config", "PolicyConfig": "sealq.engine.config", "Directive": "sealq.engine.config",
-    "ScaleConfig": "sealq.engine.config",
+    "ScaleConfig": "sealq.engine.config", "ContinualConfig": "sealq.engine.config", "Gate": "sealq.engine.config",
     # the inner step (touches no database)
     "inner_step": "sealq.engine.step", "StepInput": "sealq.engine.step", "StepResult": "sealq.engine.step",
     "Models": "sealq.engine.step", "load_models": "sealq.engine.step",
@@ -42,6 +50,7 @@ _EXPORTS = {
     "open_db": "sealq.store", "summarize": "sealq.analysis.summary", "scores_by_passage": "sealq.analysis.summary",
     "run_overview": "sealq.analysis.summary", "eval_table": "sealq.analysis.tables",
     "restem_table": "sealq.analysis.tables", "build_report": "sealq.analysis.report",
+    "continual_summary": "sealq.analysis.continual",
     # conversion
     "convert_peft_to_gguf": "sealq.convert.lora_gguf",
 }

@@ -33,6 +33,25 @@ _QUERIES = {
     "policy_pairs": """select pol.round, p.round, p.split, p.idx, s.sample_idx from policy_pairs pp
                        join policies pol on pol.id = pp.policy_id join self_edits s on s.id = pp.self_edit_id
                        join passages p on p.id = s.passage_id""",
+    "question_roles": """select p.round, p.split, p.idx, q.idx, q.role from questions q
+                         join passages p on p.id = q.passage_id where q.role is not null""",
+    "continual_self_edits": """select p.round, p.idx, s.sample_idx, m.history from self_edits s
+                               join passages p on p.id = s.passage_id
+                               join continual_models m on m.id = s.continual_model_id""",
+    "continual_models": """select m.sequence, m.history, parent.history, round(m.parity_corr, 4), round(m.parity_scale, 4)
+                           from continual_models m left join continual_models parent on parent.id = m.parent_id""",
+    "continual_answers": """select m.sequence, m.history, s.sample_idx, p.idx, q.idx, a.prediction, a.em, a.f1,
+                                   a.contains, a.tokens
+                            from continual_answers a join continual_models m on m.id = a.model_id
+                            join questions q on q.id = a.question_id join passages p on p.id = q.passage_id
+                            left join self_edits s on s.id = a.candidate_id""",
+    "continual_measures": """select m.sequence, m.history, p.idx, x.kind, x.before, x.after, round(x.value, 5)
+                             from continual_measures x join continual_models m on m.id = x.model_id
+                             join self_edits s on s.id = x.self_edit_id join passages p on p.id = s.passage_id""",
+    "continual_decisions": """select d.sequence, d.gate, d.step, m.history, d.status, round(d.measurement, 5),
+                                     d.threshold, n.history
+                              from continual_decisions d join continual_models m on m.id = d.model_id
+                              join continual_models n on n.id = d.next_model_id""",
 }
 
 #: The tables a snapshot compares.
@@ -48,4 +67,9 @@ def snapshot(db) -> dict[str, list[tuple]]:
     Returns:
         table name -> sorted row tuples (ids, run ids, timings and durations left out).
     """
-    return {t: sorted(tuple(r) for r in db.execute(sql).fetchall()) for t, sql in _QUERIES.items()}
+    return {t: sorted((tuple(r) for r in db.execute(sql).fetchall()), key=_none_first) for t, sql in _QUERIES.items()}
+
+
+def _none_first(row: tuple) -> list:
+    """Sort key of a row that may hold NULLs (None sorts before any value of its column)."""
+    return [(v is not None, v) for v in row]

@@ -45,8 +45,8 @@ from sealq.engine.selection import Selection, check_lengths, select_passages, se
 from sealq.engine.step import Models, load_trainer
 from sealq.errors import SealqError, disk_full_reason
 from sealq.models.registry import ResolvedModel, file_sha256, resolve_model
-from sealq.store import RunLock, find_run, open_db, resolve_workspace, utc_now
-from sealq.vocab import PolicyStatus, RunStatus, Split
+from sealq.store import RunLock, find_run, open_db, resolve_workspace, resume_command, utc_now
+from sealq.vocab import Command, PolicyStatus, RunStatus, Split
 
 __all__ = ["run_loop", "resume_loop", "LoopEvents", "package_versions"]
 
@@ -176,6 +176,8 @@ def _resumable(db, run_id: str, row: dict) -> tuple[LoopConfig, Selection, Resol
     Raises:
         SealqError: the run is complete, or its data or model changed since it started.
     """
+    if row["command"] == Command.CONTINUAL:
+        raise SealqError(f"run {run_id} is a continual run; continue it with `sealq continual --resume {run_id}`")
     if row["status"] == RunStatus.DONE:
         raise SealqError(f"run {run_id} is complete; nothing to resume")
     config = LoopConfig.from_dict(json.loads(row["config_json"]))
@@ -258,8 +260,9 @@ def _run_passages(s: Session, sel: Selection) -> None:
     run_passages(s, sel.train, Scope(0, Split.ALL))
 
 
-def _record_failure(db, ws: Path, run_id: str, e: BaseException, elapsed_ms: int) -> None:
-    """Record a run that stopped as failed or interrupted; a full disk is re-raised as one line."""
+def _record_failure(db, ws: Path, run_id: str, e: BaseException, elapsed_ms: int, command: str = "loop") -> None:
+    """Record a run that stopped as failed or interrupted; a full disk is re-raised as one line that names
+    the command continuing it (``command``: ``runs.command``)."""
     status = RunStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt) else RunStatus.FAILED
     try:
         db["runs"].update(run_id, {"status": status.value, "finished_utc": utc_now(), "duration_ms": elapsed_ms,
@@ -270,4 +273,4 @@ def _record_failure(db, ws: Path, run_id: str, e: BaseException, elapsed_ms: int
     if full:
         n = db.execute("select count(*) from self_edits where run_id = ?", [run_id]).fetchone()[0]
         raise SealqError(f"workspace {ws} is full ({full}); run {run_id} keeps its {n} recorded self-edits: "
-                         f"free space, then `sealq loop --resume {run_id}`") from None
+                         f"free space, then `{resume_command(run_id, command)}`") from None
