@@ -27,7 +27,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("Interrupted: what was recorded is kept (`sealq runs`; continue with `sealq loop --resume RUN`).",
+            click.echo("Interrupted: what was recorded is kept (`sealq runs`; continue with `sealq loop --resume RUN`, "
+                       "or `sealq continual --resume RUN` for a continual run).",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
         except SealqError as e:
