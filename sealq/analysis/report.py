@@ -3,7 +3,8 @@
 Sections: setup, results (accuracy per condition with 95% intervals resampled by passage), which edits
 worked (gain by edit type, gain against directive epochs and learning rate), training loss curves,
 examples (the best and the worst self-edit beside its passage, with answers before and after), and
-limitations.
+limitations. A continual run gets its own report (:mod:`sealq.analysis.continual_report`); the parts both
+share are in :mod:`sealq.analysis.render`.
 
 :func:`build_report` gathers what both renderings show (:class:`_Content`: the tables' rows, the
 examples, the limitations, the figures), then renders it as HTML (:func:`_render_html`) and as Markdown
@@ -12,20 +13,19 @@ examples, the limitations, the figures), then renders it as HTML (:func:`_render
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
+from sealq.analysis.continual_report import build_continual_report
+from sealq.analysis.render import Report, html_img, html_page, html_table, md_table, png, pyplot
 from sealq.analysis.stats import cluster_bootstrap, format_interval
 from sealq.analysis.summary import edit_counts, results_scope, run_overview, scores_by_passage
 from sealq.analysis.tables import intervals as row_intervals
 from sealq.analysis.tables import restem_table
 from sealq.errors import SealqError
 from sealq.metrics import METRICS
-from sealq.vocab import ROW_LABELS, Condition, EditStatus, Row, RunStatus, Source
+from sealq.vocab import ROW_LABELS, Command, Condition, EditStatus, Row, RunStatus, Source
 
 __all__ = ["build_report", "Report"]
 
@@ -35,36 +35,6 @@ _ROUNDS_HEAD = ["round", "policy (pairs)", "no passage", "mean self-edit", "best
                 "mean self-edit minus round 0 (paired)"]
 _COLORS = {Row.NO_CONTEXT: "#999", Row.WITH_CONTEXT: "#bbb", Row.PASSAGE_ONLY: "#8172b3",
            Row.MEAN_SELF_EDIT: "#4c72b0", Row.BEST_OF_K: "#dd8452", Row.TEACHER: "#55a868"}
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
-          "vertical-align:top;text-align:left}th{background:#f3f3f3}.pair{display:flex;gap:1em}.pair>div{flex:1}"
-          "pre{white-space:pre-wrap;background:#f8f8f8;padding:.5em;font-size:13px}img.figure{max-width:100%}")
-_SCRIPT = ("window.addEventListener('load',function(){var n=0;document.querySelectorAll('img.figure')"
-           ".forEach(function(i){if(i.complete&&i.naturalWidth>0)n++});document.body.dataset.figuresLoaded=n;});")
-
-
-@dataclass
-class Report:
-    """A rendered report: HTML text, Markdown text, and the figures (name -> PNG bytes)."""
-
-    html: str
-    markdown: str
-    figures: dict = field(default_factory=dict)
-    #: for a run that is not done: its status in words and how to continue it (the report says it too)
-    note: str | None = None
-
-    def write(self, html_path: Path) -> tuple[Path, Path]:
-        """Write ``html_path``, ``html_path.with_suffix('.md')`` and the Markdown's PNGs beside it."""
-        html_path = Path(html_path)
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(self.html, encoding="utf-8")
-        md = html_path.with_suffix(".md")
-        fig_dir = html_path.parent / f"{html_path.stem}_files"
-        fig_dir.mkdir(exist_ok=True)
-        for name, png in self.figures.items():
-            (fig_dir / f"{name}.png").write_bytes(png)
-        md.write_text(self.markdown.replace("{stem}_files", fig_dir.name), encoding="utf-8")
-        return html_path, md
 
 
 @dataclass(frozen=True)
@@ -83,7 +53,7 @@ class _Content:
 
 
 def build_report(db, run_id: str) -> Report:
-    """Render the report of one run.
+    """Render the report of one run (a continual run's: :func:`sealq.analysis.continual_report.build_continual_report`).
 
     Args:
         db: an open ``runs.db`` (sqlite-utils Database).
@@ -92,6 +62,8 @@ def build_report(db, run_id: str) -> Report:
     Raises:
         SealqError: the run has no recorded passages.
     """
+    if db["runs"].get(run_id)["command"] == Command.CONTINUAL:
+        return build_continual_report(db, run_id)
     c = _gather(db, run_id)
     return Report(_render_html(c), _render_markdown(c), c.figures, c.note)
 
@@ -201,24 +173,6 @@ def _example(db, run_id: str, order: str) -> dict | None:
 # ---- figures
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _figures(db, run_id: str, intervals: dict) -> dict:
     """The report's four figures, name -> PNG bytes."""
     edits = list(db.query(
@@ -231,7 +185,7 @@ def _figures(db, run_id: str, intervals: dict) -> dict:
 
 def _accuracy_figure(intervals: dict) -> bytes:
     """Contains accuracy per table row with its 95% interval."""
-    fig, ax = _pyplot().subplots(figsize=(7, 3.2))
+    fig, ax = pyplot().subplots(figsize=(7, 3.2))
     rows = [row for row in ROW_LABELS if row in intervals]
     est = [intervals[row]["contains"]["estimate"] for row in rows]
     err = [[e - intervals[row]["contains"]["low"] for row, e in zip(rows, est)],
@@ -242,13 +196,13 @@ def _accuracy_figure(intervals: dict) -> bytes:
     ax.set_ylim(0, 1)
     ax.set_title("Accuracy per condition (95% bootstrap interval, resampled by passage)")
     ax.tick_params(axis="x", labelsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def _edit_type_figure(edits: list[dict]) -> bytes:
     """Mean reward per edit type with a 95% interval (each self-edit its own cluster)."""
     types = sorted({e["edit_type"] for e in edits})
-    fig, ax = _pyplot().subplots(figsize=(6, 3))
+    fig, ax = pyplot().subplots(figsize=(6, 3))
     for i, t in enumerate(types):
         r = [e["reward"] for e in edits if e["edit_type"] == t]
         iv = cluster_bootstrap([[x] for x in r])
@@ -258,12 +212,12 @@ def _edit_type_figure(edits: list[dict]) -> bytes:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("reward (contains gain)")
     ax.set_title("Gain by edit type (mean, 95% interval)")
-    return _png(fig)
+    return png(fig)
 
 
 def _directive_figure(trained: list[dict]) -> bytes:
     """Reward against the epochs and the learning rate each adapter trained with."""
-    fig, axes = _pyplot().subplots(1, 2, figsize=(8, 3), sharey=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(8, 3), sharey=True)
     axes[0].scatter([e["epochs"] for e in trained], [e["reward"] for e in trained], alpha=0.7)
     axes[0].set_xlabel("epochs")
     axes[0].set_ylabel("reward (contains gain)")
@@ -271,12 +225,12 @@ def _directive_figure(trained: list[dict]) -> bytes:
     axes[1].set_xscale("log")
     axes[1].set_xlabel("learning rate")
     fig.suptitle("Gain against the directive used")
-    return _png(fig)
+    return png(fig)
 
 
 def _loss_figure(trained: list[dict]) -> bytes:
     """Training loss curves of the first six adapters."""
-    fig, ax = _pyplot().subplots(figsize=(6, 3))
+    fig, ax = pyplot().subplots(figsize=(6, 3))
     for e in trained[:6]:
         curve = json.loads(e["loss_curve_json"])
         ax.plot(range(1, len(curve) + 1), curve, label=f"self-edit {e['id']} ({e['edit_type']})", lw=1)
@@ -285,7 +239,7 @@ def _loss_figure(trained: list[dict]) -> bytes:
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title("Training loss of the first adapters")
-    return _png(fig)
+    return png(fig)
 
 
 # ---- HTML
@@ -296,17 +250,6 @@ def _qa_rows(ex: dict) -> list[tuple]:
             for q in ex["qa"]]
 
 
-def _html_table(head, rows) -> str:
-    h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
-
-
-def _html_img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode()
-    return f'<figure><img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
-
-
 def _html_example(title: str, ex: dict | None) -> str:
     if ex is None:
         return f"<h3>{title}</h3><p>No trained self-edit.</p>"
@@ -315,7 +258,7 @@ def _html_example(title: str, ex: dict | None) -> str:
             f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']})</h3>"
             f'<div class="pair"><div><h4>Passage</h4><p>{html.escape(ex["context"])}</p></div>'
             f'<div><h4>Self-edit</h4><pre>{html.escape(ex["text"])}</pre></div></div>'
-            + _html_table(["question", "gold", "before (base, no passage)", "after (adapted, no passage)",
+            + html_table(["question", "gold", "before (base, no passage)", "after (adapted, no passage)",
                            "correct after"], _qa_rows(ex)))
 
 
@@ -325,48 +268,39 @@ def _render_html(c: _Content) -> str:
     body = [
         f"<h1>sealq report — run {c.run_id}</h1>",
         *([f'<p class="note"><strong>{html.escape(c.note)}</strong></p>'] if c.note else []),
-        "<h2>Setup</h2>", _html_table(["", ""], c.setup),
+        "<h2>Setup</h2>", html_table(["", ""], c.setup),
         "<h2>Results</h2><p>Contains accuracy, exact match and F1 with 95% bootstrap intervals (passages resampled). "
         "All answers are given without the passage except the ceiling.</p>",
-        _html_table(_RESULTS_HEAD, c.results), _html_img(figs["accuracy"], "accuracy per condition"),
+        html_table(_RESULTS_HEAD, c.results), html_img(figs["accuracy"], "accuracy per condition"),
         *(["<h2>ReST-EM rounds</h2><p>Held-out passages, contains accuracy, 95% intervals.</p>",
-           _html_table(_ROUNDS_HEAD, c.rounds)] if c.rounds else []),
-        "<h2>Which edits worked</h2>", _html_table(_TYPES_HEAD, c.edit_types),
-        _html_img(figs["edit_types"], "gain by edit type"),
-        _html_img(figs["directives"], "gain against directive epochs and learning rate"),
-        "<h2>Training</h2>", _html_img(figs["loss"], "training loss curves"),
+           html_table(_ROUNDS_HEAD, c.rounds)] if c.rounds else []),
+        "<h2>Which edits worked</h2>", html_table(_TYPES_HEAD, c.edit_types),
+        html_img(figs["edit_types"], "gain by edit type"),
+        html_img(figs["directives"], "gain against directive epochs and learning rate"),
+        "<h2>Training</h2>", html_img(figs["loss"], "training loss curves"),
         "<h2>Examples</h2>", *[_html_example(t, e) for t, e in c.examples],
         "<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in c.limitations) + "</ul>",
     ]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>sealq report {c.run_id}</title>"
-            f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>{''.join(body)}</body></html>")
+    return html_page(f"sealq report {c.run_id}", body)
 
 
 # ---- Markdown
 
 
-def _md_table(head, rows) -> str:
-    def esc(x):
-        return str(x).replace("|", "\\|").replace("\n", " ")
-
-    return "\n".join(["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
-                     + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]) + "\n"
-
-
 def _md_example(title: str, ex: dict) -> list[str]:
     return [f"### {title}: {ex['title']} ({ex['edit_type']}, reward {ex['reward']:+.2f})\n", f"Passage: {ex['context']}\n",
             "Self-edit:\n", "```\n" + ex["text"] + "\n```\n",
-            _md_table(["question", "gold", "before", "after", "correct after"], _qa_rows(ex))]
+            md_table(["question", "gold", "before", "after", "correct after"], _qa_rows(ex))]
 
 
 def _render_markdown(c: _Content) -> str:
     """The Markdown twin; figures are linked as ``{stem}_files/NAME.png`` (:meth:`Report.write` fills in the stem)."""
     stem = "{stem}_files"
     md = [f"# sealq report — run {c.run_id}\n", *([f"**{c.note}**\n"] if c.note else []),
-          "## Setup\n", _md_table(["", ""], c.setup),
-          "## Results\n", _md_table(_RESULTS_HEAD, c.results), f"![accuracy per condition]({stem}/accuracy.png)\n",
-          *(["## ReST-EM rounds\n", _md_table(_ROUNDS_HEAD, c.rounds)] if c.rounds else []),
-          "## Which edits worked\n", _md_table(_TYPES_HEAD, c.edit_types),
+          "## Setup\n", md_table(["", ""], c.setup),
+          "## Results\n", md_table(_RESULTS_HEAD, c.results), f"![accuracy per condition]({stem}/accuracy.png)\n",
+          *(["## ReST-EM rounds\n", md_table(_ROUNDS_HEAD, c.rounds)] if c.rounds else []),
+          "## Which edits worked\n", md_table(_TYPES_HEAD, c.edit_types),
           f"![gain by edit type]({stem}/edit_types.png)\n", f"![gain against directives]({stem}/directives.png)\n",
           "## Training\n", f"![training loss]({stem}/loss.png)\n", "## Examples\n"]
     for title, ex in c.examples:

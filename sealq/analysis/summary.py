@@ -16,7 +16,8 @@ Every figure the views show about a run (``sealq loop``'s closing lines and ``--
 ``sealq show``, ``sealq report``) is derived here, once: the status (:func:`sealq.store.run_status`)
 and how to continue the run, the duration, the passage and question counts, the self-edit counts
 (:func:`edit_counts`: self-edits, skipped, directive fallbacks) and the headline accuracies
-(:func:`run_overview`).
+(:func:`run_overview`). A continual run's views read its own summary (:func:`continual_results`: the
+forgetting matrix per gate, :mod:`sealq.analysis.continual`) and gate decisions (:func:`continual_decisions`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from __future__ import annotations
 import json
 
 from sealq.metrics import METRICS, Score
-from sealq.vocab import CORE_ROWS, RESUMABLE, Condition, EditStatus, Row, RunStatus, Source
+from sealq.vocab import CORE_ROWS, RESUMABLE, Command, Condition, EditStatus, Row, RunStatus, Source, Split
 
 __all__ = ["summarize", "scores_by_passage", "column", "directive_fallbacks",
-           "edit_counts", "results_scope", "format_duration", "plural", "describe_edits", "describe_status", "run_overview"]
+           "edit_counts", "results_scope", "format_duration", "plural", "describe_edits", "describe_status", "run_overview",
+           "continual_overview", "continual_results", "continual_decisions"]
+
+
 
 def _where(round_, split) -> tuple[str, list]:
     sql, params = "", []
@@ -179,8 +183,9 @@ def describe_edits(counts: dict) -> str:
     return out + f"; {n} of the model-written directives had a field fall back to the default"
 
 
-def describe_status(run_id: str, status: str, error: str | None = None) -> str:
-    """The status of a run in words, with how to continue it when it stopped before the end."""
+def describe_status(run_id: str, status: str, error: str | None = None, command: str = "loop") -> str:
+    """The status of a run in words, with how to continue it when it stopped before the end (``command``:
+    ``runs.command``, which says whether ``sealq loop`` or ``sealq continual`` resumes it)."""
     from sealq.store import resume_command
 
     what = {
@@ -191,7 +196,7 @@ def describe_status(run_id: str, status: str, error: str | None = None) -> str:
         RunStatus.FAILED: "failed" + (f" ({error.splitlines()[0][:200]})" if error else ""),
     }.get(status, status)
     if status in RESUMABLE:
-        what += f"; continue it with `{resume_command(run_id)}`"
+        what += f"; continue it with `{resume_command(run_id, command)}`"
     return what
 
 
@@ -210,24 +215,19 @@ def run_overview(db, run) -> dict:
         ``duration``, ``model``, ``data``, ``k``, ``directives``, ``rounds``, ``passages`` and ``questions``
         (over the results' passages, :func:`results_scope`), the :func:`edit_counts` over them, ``edits_text``
         (:func:`describe_edits`) and ``conditions`` (as in :func:`summarize`: the stored summary of a done
-        run, else computed from what is recorded so far).
+        run, else computed from what is recorded so far). A continual run (:func:`continual_overview`) has
+        no ``conditions`` (``{}``) but a ``continual`` entry instead.
     """
-    from sealq.store import resume_command, run_status
-
     row = db["runs"].get(run) if isinstance(run, str) else run
     config = json.loads(row["config_json"] or "{}")
-    status = run_status(db, row)
+    if row["command"] == Command.CONTINUAL:
+        return continual_overview(db, row, config)
     scope = results_scope(config)
     stored = json.loads(row["summary_json"] or "null") if row["status"] == RunStatus.DONE else None
     summary = stored if stored and "conditions" in stored else summarize(db, row["id"], **scope)
     counts = edit_counts(db, row["id"], **scope)
     out = {
-        "id": row["id"], "command": row["command"], "started_utc": row["started_utc"],
-        "finished_utc": row["finished_utc"], "status": status,
-        "status_text": describe_status(row["id"], status, row["error"]),
-        "resume": resume_command(row["id"]) if status in RESUMABLE else None, "resumes": row["resumes"] or 0,
-        "duration_ms": row["duration_ms"], "duration": format_duration(row["duration_ms"]),
-        "model": row["model_name"], "data": row["data_path"], "k": config.get("selfedit", {}).get("k"),
+        **_run_basics(db, row), "k": config.get("selfedit", {}).get("k"),
         "directives": config.get("selfedit", {}).get("directives"), "rounds": config.get("rounds") or 0,
         "passages": _count_passages(db, row["id"], **scope), "questions": _count_questions(db, row["id"], **scope),
         **{k: counts[k] for k in ("self_edits", "skipped", "directive_fallbacks")},
@@ -235,6 +235,81 @@ def run_overview(db, run) -> dict:
     }
     out["edits_text"] = describe_edits(out)
     return out
+
+
+def _run_basics(db, row: dict) -> dict:
+    """What every run's overview starts with: ids, times, status and how to continue it, model and data."""
+    from sealq.store import resume_command, run_status
+
+    status = run_status(db, row)
+    return {
+        "id": row["id"], "command": row["command"], "started_utc": row["started_utc"],
+        "finished_utc": row["finished_utc"], "status": status,
+        "status_text": describe_status(row["id"], status, row["error"], row["command"]),
+        "resume": resume_command(row["id"], row["command"]) if status in RESUMABLE else None,
+        "resumes": row["resumes"] or 0, "duration_ms": row["duration_ms"],
+        "duration": format_duration(row["duration_ms"]), "model": row["model_name"], "data": row["data_path"],
+    }
+
+
+def continual_overview(db, row: dict, config: dict) -> dict:
+    """:func:`run_overview` of a continual run (``sealq continual``).
+
+    Returns:
+        The keys of :func:`run_overview`, with ``k`` and ``directives`` from ``config["loop"]``, ``passages``
+        = sequences x length (as configured), ``questions`` (gate and scored, as recorded), self-edit counts
+        over every sequence and model state, ``conditions`` ``{}``, and ``continual``: ``{"gate", "sequences",
+        "length", "before", "just_learned", "final"}``, the last three the first gate's intervals
+        (:func:`sealq.analysis.continual.continual_summary`; None while nothing is scored).
+    """
+    selfedit = config.get("loop", {}).get("selfedit", {})
+    results = continual_results(db, row)
+    gate = results["gate_order"][0] if results["gate_order"] else None
+    figures = results["gates"].get(gate) or {}
+    counts = edit_counts(db, row["id"])
+    out = {
+        **_run_basics(db, row), "k": selfedit.get("k"), "directives": selfedit.get("directives"), "rounds": 0,
+        "passages": config["sequences"] * config["length"], "questions": _count_questions(db, row["id"]),
+        **{k: counts[k] for k in ("self_edits", "skipped", "directive_fallbacks")}, "conditions": {},
+        "continual": {"gate": gate, "sequences": config["sequences"], "length": config["length"],
+                      **{k: figures.get(k) for k in ("before", "just_learned", "final")}},
+    }
+    out["edits_text"] = describe_edits(out)
+    return out
+
+
+def continual_results(db, run) -> dict:
+    """The summary of a continual run the views show: the stored one of a done run, else
+    :func:`sealq.analysis.continual.continual_summary` of what is recorded so far (missing values None).
+
+    Args:
+        run: a run id or its ``runs`` row (``runs.command`` is ``continual``).
+    """
+    from sealq.analysis.continual import continual_summary
+
+    row = db["runs"].get(run) if isinstance(run, str) else run
+    stored = json.loads(row["summary_json"] or "null") if row["status"] == RunStatus.DONE else None
+    return stored if stored and stored.get("kind") == Command.CONTINUAL else continual_summary(db, row["id"])
+
+
+def continual_decisions(db, run_id: str) -> list[dict]:
+    """Every gate decision of a continual run, by sequence, step and the run's gate order.
+
+    Returns:
+        One dict per (sequence, gate, step) recorded: ``sequence``, ``step`` (the passage's position, 0-based),
+        ``passage`` (title), ``gate``, ``status`` (:class:`~sealq.vocab.UpdateStatus`), ``measurement`` (the
+        gate's: KL in nats/token, or the drop in gate accuracy on earlier passages; None when the gate measures
+        nothing), ``threshold``, ``reward`` (the best self-edit's contains gain on the passage's gate questions;
+        None without one), ``self_edit_id``, ``model_id`` and ``next_model_id`` (``continual_models`` ids).
+    """
+    order = {g: i for i, g in enumerate(json.loads(db["runs"].get(run_id)["config_json"])["gates"])}
+    rows = db.query(
+        """select d.sequence, d.step, p.title as passage, d.gate, d.status, d.measurement, d.threshold, s.reward,
+                  d.self_edit_id, d.model_id, d.next_model_id
+           from continual_decisions d left join self_edits s on s.id = d.self_edit_id
+           left join passages p on p.run_id = d.run_id and p.split = ? and p.round = d.sequence and p.idx = d.step
+           where d.run_id = ?""", [Split.CONTINUAL.value, run_id])
+    return sorted(rows, key=lambda d: (d["sequence"], d["step"], order.get(d["gate"], len(order))))
 
 
 def _count_passages(db, run_id: str, round=None, split=None) -> int:

@@ -9,7 +9,7 @@ import click
 
 from sealq.cli.main import cli
 from sealq.errors import SealqError
-from sealq.vocab import Condition, EditStatus, Row, Source, Split
+from sealq.vocab import Command, Condition, EditStatus, Row, Source, Split
 
 _workspace = click.option("--workspace", type=click.Path(file_okay=False),
                           help="Workspace holding runs.db (default: $SEALQ_HOME or the current directory).")
@@ -42,36 +42,52 @@ def runs(workspace, as_json):
     from sealq.analysis.summary import run_overview
 
     db = _db(workspace)
-    rows = []
-    for r in db.query("select * from runs order by id desc"):
-        o = run_overview(db, r)
-        cond = o["conditions"]
-        rows.append({
-            "id": o["id"], "started_utc": o["started_utc"], "status": o["status"], "status_text": o["status_text"],
-            "resume": o["resume"], "model": o["model"], "data": o["data"], "passages": o["passages"], "k": o["k"],
-            "duration_ms": o["duration_ms"], "duration": o["duration"],
-            **{row.value: cond.get(row, {}).get("contains") for row in (Row.NO_CONTEXT, Row.MEAN_SELF_EDIT, Row.BEST_OF_K)},
-        })
+    rows = [_runs_row(run_overview(db, r)) for r in db.query("select * from runs order by id desc")]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Column, Table
 
+    caption = "accuracy: contains, no passage in the prompt (of a run that is not done: what it recorded so far)"
+    if any("gate" in r for r in rows):
+        caption += ("; a continual run: its first gate's mean over sequences, baseline = a passage before it is "
+                    "learned, mean self-edit = just after (`sealq show RUN` for the forgetting matrix)")
     t = Table(Column("id", no_wrap=True, min_width=26), Column("started (UTC)", no_wrap=True), "status",
               Column("model", no_wrap=True),
               "data", "passages", "K", Column("duration", no_wrap=True), "baseline", "mean self-edit", "best-of-K",
-              caption="accuracy: contains, no passage in the prompt (of a run that is not done: what it recorded so far)")
+              caption=caption)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for r in rows:
         data = r["data"] if r["data"].startswith("(") else Path(r["data"]).name
-        t.add_row(r["id"], r["started_utc"][:16].replace("T", " "), r["status"], r["model"], data, str(r["passages"]),
+        passages = f"{r['passages']} ({r['sequences']}x{r['length']})" if "gate" in r else str(r["passages"])
+        t.add_row(r["id"], r["started_utc"][:16].replace("T", " "), r["status"], r["model"], data, passages,
                   str(r["k"]), r["duration"], fmt(r[Row.NO_CONTEXT]), fmt(r[Row.MEAN_SELF_EDIT]), fmt(r[Row.BEST_OF_K]))
     console = Console(width=max(Console().width, 160))
     console.print(t)
     for r in rows:
         if r["resume"]:
             console.print(f"run {r['id']}: {r['status_text']}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _runs_row(o: dict) -> dict:
+    """One row of ``sealq runs`` from a :func:`~sealq.analysis.summary.run_overview`. A continual run's
+    accuracy columns are its first gate's mean ``before`` (baseline) and ``just_learned`` (mean self-edit),
+    best-of-K None; its row adds ``gate``, ``sequences``, ``length`` and ``final``."""
+    row = {
+        "id": o["id"], "started_utc": o["started_utc"], "status": o["status"], "status_text": o["status_text"],
+        "resume": o["resume"], "model": o["model"], "data": o["data"], "passages": o["passages"], "k": o["k"],
+        "duration_ms": o["duration_ms"], "duration": o["duration"],
+    }
+    c = o.get("continual")
+    if c is None:
+        cond = o["conditions"]
+        return {**row, **{r.value: cond.get(r, {}).get("contains")
+                          for r in (Row.NO_CONTEXT, Row.MEAN_SELF_EDIT, Row.BEST_OF_K)}}
+    est = {k: c[k]["estimate"] if c[k] else None for k in ("before", "just_learned", "final")}
+    return {**row, Row.NO_CONTEXT.value: est["before"], Row.MEAN_SELF_EDIT.value: est["just_learned"],
+            Row.BEST_OF_K.value: None, "gate": c["gate"], "sequences": c["sequences"], "length": c["length"],
+            "final": est["final"]}
 
 
 def run_detail(db, run_id: str) -> dict:
@@ -110,9 +126,15 @@ def run_detail(db, run_id: str) -> dict:
 @_workspace
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def show(run, workspace, as_json):
-    """Show one run (id, unique prefix, or 'latest'): its status, then per passage, baseline and every self-edit."""
+    """Show one run (id, unique prefix, or 'latest'): its status, then per passage, baseline and every self-edit.
+
+    A continual run: its forgetting matrix per gate, the gates side by side, and every gate decision."""
     db = _db(workspace)
-    detail = run_detail(db, _run_id(db, run))
+    run_id = _run_id(db, run)
+    if db["runs"].get(run_id)["command"] == Command.CONTINUAL:
+        _show_continual(db, run_id, as_json)
+        return
+    detail = run_detail(db, run_id)
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
@@ -148,6 +170,57 @@ def show(run, workspace, as_json):
         console.print(t)
 
 
+def continual_detail(db, run_id: str) -> dict:
+    """A continual run for ``sealq show``: ``{"run_id", "run"`` (:func:`~sealq.analysis.summary.run_overview`),
+    ``"summary"`` (:func:`~sealq.analysis.summary.continual_results`: the stored summary of a done run, else
+    what is recorded so far), ``"decisions"`` (:func:`~sealq.analysis.summary.continual_decisions`)``}``."""
+    from sealq.analysis.summary import continual_decisions, continual_results, run_overview
+
+    return {"run_id": run_id, "run": run_overview(db, run_id), "summary": continual_results(db, run_id),
+            "decisions": continual_decisions(db, run_id)}
+
+
+def _show_continual(db, run_id: str, as_json: bool) -> None:
+    """``sealq show`` of a continual run: header, :func:`sealq.cli.continual.print_continual`, decisions."""
+    detail = continual_detail(db, run_id)
+    if as_json:
+        click.echo(json.dumps(detail, indent=2))
+        return
+    from rich.console import Console
+
+    from sealq.analysis.summary import plural
+    from sealq.cli.continual import print_continual
+    from sealq.store import DB_NAME, workspace_of
+
+    console = Console(width=max(Console().width, 150), emoji=False)  # a gate spec like kl:100: is no emoji
+    o, c = detail["run"], detail["run"]["continual"]
+    plain = dict(markup=False, highlight=False, soft_wrap=True)
+    console.print(f"run {o['id']} ({o['command']}, {o['model']}): {o['status_text']}", **plain)
+    console.print(f"{c['sequences']} sequences x {plural(c['length'], 'passage')}, {plural(o['questions'], 'question')} "
+                  f"recorded, K={o['k']}, {o['duration']}; {o['edits_text']}", **plain)
+    print_continual(detail["summary"], console, str(workspace_of(db) / DB_NAME))
+    if detail["decisions"]:
+        console.print(_decisions_table(detail["decisions"]))
+    else:
+        console.print("no gate decision recorded yet", **plain)
+
+
+def _decisions_table(decisions: list[dict]):
+    """Every gate decision as a rich table (a gate that measured nothing shows '-' for both figures)."""
+    from rich.table import Table
+
+    t = Table(title="gate decisions: per sequence and step, each gate's verdict on the step's best self-edit "
+                    "(reward: contains gain on the passage's gate questions)", title_justify="left")
+    for col in ("sequence", "step", "passage", "gate", "status", "measurement", "threshold", "reward"):
+        t.add_column(col, justify="left" if col in ("passage", "gate", "status") else "right")
+    for d in decisions:
+        measured = d["measurement"] is not None
+        t.add_row(str(d["sequence"]), str(d["step"]), d["passage"] or "", d["gate"], d["status"],
+                  f"{d['measurement']:.4g}" if measured else "-", f"{d['threshold']:g}" if measured else "-",
+                  "-" if d["reward"] is None else f"{d['reward']:+.2f}")
+    return t
+
+
 @cli.command()
 @click.argument("question")
 @click.option("--run", help="Run id (or prefix, or 'latest') whose adapter to attach; needs --passage.")
@@ -173,10 +246,11 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     if passage_idx is not None and run is None:
         raise SealqError("--passage needs --run (the run whose best adapter for that passage to attach)")
     if run is not None:
-        if passage_idx is None:
-            raise SealqError("--run needs --passage (the passage index, see `sealq show`)")
         db = _db(workspace)
         run_id = _run_id(db, run)
+        _refuse_continual(db, run_id)
+        if passage_idx is None:
+            raise SealqError("--run needs --passage (the passage index, see `sealq show`)")
         row = db.execute(
             """select a.gguf_path, r.model_path from adapters a
                join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id
@@ -195,6 +269,17 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
     except SealqError as e:
         raise SealqError(f"the question: {e} (or lower --max-tokens)") from None
     click.echo(runner.chat(msgs, max_tokens=max_tokens).text.strip())
+
+
+def _refuse_continual(db, run_id: str) -> None:
+    """``sealq ask --run`` attaches one adapter; a continual run's models are stacks of them.
+
+    Raises:
+        SealqError: ``run_id`` is a continual run.
+    """
+    if db["runs"].get(run_id)["command"] == Command.CONTINUAL:
+        raise SealqError(f"run {run_id} is a continual run: it holds one model per gate and sequence (a stack of "
+                         f"adapters), which `sealq ask` cannot attach yet; see what it learned with `sealq show {run_id}`")
 
 
 @cli.command()
