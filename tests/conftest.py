@@ -111,3 +111,33 @@ def release(peft_model, hf_model):
     peft_model.unload()
     if hasattr(hf_model, "peft_config"):
         del hf_model.peft_config
+
+
+@pytest.fixture(scope="session")
+def f32_base(model, tmp_path_factory) -> Path:
+    """An F32 copy of the bundled base GGUF (gguf-py dequantization): llama.cpp then runs on exactly the weights
+    the training model was dequantized to, so logits of the two sides can be compared without quantization noise."""
+    from sealq.convert.dequantize import dequantize_gguf
+
+    return dequantize_gguf(model.path, tmp_path_factory.mktemp("f32") / "base-f32.gguf")
+
+
+#: The tiny continual run of the suite: 2 sequences x 2 bundled passages, K=1, 1 epoch, three gates.
+CONTINUAL_ARGS = ["continual", "--sequences", "2", "--length", "2", "--k", "1", "--epochs", "1", "--seed", "5",
+                  "--gate", "none", "--gate", "retention:0", "--gate", "kl:0.04"]
+
+
+@pytest.fixture(scope="session")
+def continual_run(tmp_path_factory, cache_root):
+    """`sealq continual` (:data:`CONTINUAL_ARGS`) on the bundled model through click. Returns (workspace, summary)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    ws = tmp_path_factory.mktemp("continual-ws")
+    result = CliRunner().invoke(cli, [*CONTINUAL_ARGS, "--workspace", str(ws), "--json"],
+                                catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
+    assert result.exit_code == 0, result.output
+    return ws, json.loads(result.stdout)
