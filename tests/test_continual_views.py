@@ -95,7 +95,7 @@ def test_show_of_a_run_that_is_not_done_recomputes_the_summary(not_done):
 
 def _matrix_line(i: int, row: list) -> str:
     cells = ["" if x is None else f"{x['estimate']:.2f} [{x['low']:.2f}, {x['high']:.2f}]" for x in row]
-    return f"| after {i} update{'' if i == 1 else 's'} | " + " | ".join(cells) + " |"
+    return f"| after {i} step{'' if i == 1 else 's'} | " + " | ".join(cells) + " |"
 
 
 def test_report_has_each_gates_matrix_heatmaps_and_retention(continual_run, tmp_path):

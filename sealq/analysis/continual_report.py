@@ -111,13 +111,13 @@ def _summary_row(gate: str, g: dict) -> tuple:
 
 
 def _matrix_rows(g: dict) -> list[tuple]:
-    """The mean matrix as table rows: ``after i updates`` then one cell per passage (blank: undefined)."""
+    """The mean matrix as table rows: ``after i steps`` then one cell per passage (blank: undefined)."""
     cell = lambda x: "" if x is None else f"{x['estimate']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"  # noqa: E731
     return [(_after(i), *[cell(x) for x in row]) for i, row in enumerate(g["matrix"])]
 
 
 def _after(i: int) -> str:
-    return f"after {plural(i, 'update')}"
+    return f"after {plural(i, 'step')}"
 
 
 def _results_blocks(summary: dict) -> list[tuple]:
@@ -151,7 +151,7 @@ def _retention_blocks(summary: dict) -> list[tuple]:
         ("h2", "Retention"),
         ("p", "Retention after d more steps: the mean over passages of the accuracy d steps after the step that "
               "learned them (d = 0: just learned). Passage 0: the first passage of each sequence, before it is "
-              "learned (0 updates) and after each update, beside SEAL's figures for its passage 0."),
+              "learned (step 0) and after each step, beside SEAL's figures for its passage 0."),
         ("table", ["gate", *[f"d = {d}" for d in range(length)]],
          [(gate, *[_iv(x) for x in summary["gates"][gate]["retention"]]) for gate in order]),
         ("table", ["passage 0", *[_after(i) for i in range(length + 1)]],
@@ -237,7 +237,7 @@ def _retention_figure(summary: dict) -> bytes:
     left.set_xlabel("d: steps after the passage was learned")
     left.set_ylabel("contains accuracy (scored questions)")
     left.set_title("Retention after d more steps (95% interval)", fontsize=9)
-    right.set_xlabel("updates (0: before passage 0 is learned)")
+    right.set_xlabel("steps (0: before passage 0 is learned)")
     right.set_title("Passage 0", fontsize=9)
     left.set_ylim(-0.02, 1.02)
     from matplotlib.ticker import MaxNLocator
