@@ -213,6 +213,8 @@ def test_sequences_are_disjoint_and_seeded(passages):
     (["--gate", "kl"], "--gate 'kl': expected none, retention:D"),
     (["--gate", "retention:1.5"], "threshold out of range"),
     (["--gate", "none", "--gate", "none"], "a gate is given twice"),
+    (["--gate", "retention:0", "--gate", "retention:-0"], "a gate is given twice (retention:0, retention:0)"),
+    (["--k", "0"], "--k must be at least 1, got 0"),
     (["--sequences", "5", "--length", "5"], "needs 25 passages with at least 2 questions"),
     (["--length", "0"], "--length must be in 1-100"),
     (["--gate-fraction", "1"], "--gate-fraction must be in (0, 1)"),

@@ -12,6 +12,7 @@ from sealq.cli.loop import _json_option, _run_options, _training_options
 from sealq.cli.main import cli
 from sealq.engine.config import (EDIT_TYPES, ContinualConfig, Directive, EvalConfig, LoopConfig, SelfEditConfig,
                                  TrainConfig, resolve_precision)
+from sealq.errors import SealqError
 
 
 class _Lines:
@@ -125,6 +126,8 @@ def continual(data, k, sequences, length, gates, gate_fraction, edit_types, dire
     if resume is not None:
         summary = resume_continual(resume, ws, events)
     else:
+        if k < 1:  # before LoopConfig, whose message mentions eval-only steps
+            raise SealqError(f"--k must be at least 1, got {k}")
         loop = LoopConfig(model=model, data=data, seed=seed,
                           selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives=directives),
                           train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank),

@@ -340,7 +340,7 @@ class Gate:
             raise SealqError(f"--gate {spec!r}: {value!r} is not a number; expected {forms}") from None
         ok = 0 <= x <= 1 if kind == GateKind.RETENTION else 0 < x < float("inf")
         _check(ok, f"--gate {spec!r}: threshold out of range; expected {forms}")
-        return cls(GateKind(kind), x)
+        return cls(GateKind(kind), x + 0.0)  # -0 is 0: one spelling per gate
 
 
 @dataclass(frozen=True)
@@ -399,3 +399,5 @@ class ContinualConfig:
             return cls(loop=LoopConfig.from_dict(d.pop("loop")), **d)
         except (KeyError, TypeError) as e:
             raise SealqError(f"stored run config is not a continual config readable by this sealq version ({e})") from None
+        except SealqError as e:  # a stored value this version refuses: say it is the stored one, not an option
+            raise SealqError(f"stored run config: {e}") from None

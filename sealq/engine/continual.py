@@ -105,8 +105,10 @@ def draw_sequences(passages: list[Passage], sequences: int, length: int, seed: i
     usable = [p for p in passages if len(p.questions) >= 2]
     need = sequences * length
     if len(usable) < need:
+        fewer = len(passages) - len(usable)
         raise SealqError(f"--sequences {sequences} x --length {length} needs {need} passages with at least 2 "
-                         f"questions; the data has {len(usable)}")
+                         f"questions (one for the gates, one scored); the data has {len(usable)}"
+                         + (f" ({fewer} of its {len(passages)} have fewer)" if fewer else ""))
     order = list(range(len(usable)))
     random.Random(seed).shuffle(order)
     return [[usable[i] for i in order[s * length:(s + 1) * length]] for s in range(sequences)]
