@@ -12,10 +12,11 @@ EXPECTED = {
     "runs": ["id", "command", "status", "started_utc", "finished_utc", "duration_ms", "model_name", "model_path",
              "model_sha256", "data_path", "seed", "pid", "config_json", "versions_json", "summary_json", "error", "resumes", "selection_sha256"],
     "passages": ["id", "run_id", "idx", "key", "title", "context", "n_questions", "round", "split"],
-    "questions": ["id", "passage_id", "idx", "question", "answers_json"],
+    "questions": ["id", "passage_id", "idx", "question", "answers_json", "role"],
     "self_edits": ["id", "run_id", "passage_id", "sample_idx", "edit_type", "prompt", "text", "items_json", "n_items",
                    "gen_tokens", "directive_raw", "directive_json", "directive_fallback_json", "status", "skip_reason",
-                   "accuracy", "reward", "reward_em", "reward_f1", "is_best", "source", "seed_idx"],
+                   "accuracy", "reward", "reward_em", "reward_f1", "is_best", "source", "seed_idx",
+                   "continual_model_id"],
     "adapters": ["id", "run_id", "self_edit_id", "peft_path", "gguf_path", "gguf_sha256", "rank", "alpha", "epochs",
                  "lr", "n_sequences", "tokens_trained", "final_loss", "loss_curve_json", "train_seconds",
                  "convert_seconds", "kept"],
@@ -25,6 +26,13 @@ EXPECTED = {
     "policies": ["id", "run_id", "round", "status", "n_pairs", "peft_path", "gguf_path", "gguf_sha256", "rank", "alpha",
                  "epochs", "lr", "tokens_trained", "final_loss", "loss_curve_json", "train_seconds"],
     "policy_pairs": ["policy_id", "self_edit_id"],
+    "continual_models": ["id", "run_id", "sequence", "history", "parent_id", "update_self_edit_id", "parity_corr",
+                         "parity_scale", "parity_max_abs"],
+    "continual_answers": ["id", "run_id", "model_id", "candidate_id", "question_id", "prediction", "em", "f1",
+                          "contains", "tokens", "seconds"],
+    "continual_measures": ["id", "run_id", "model_id", "self_edit_id", "kind", "before", "after", "value"],
+    "continual_decisions": ["id", "run_id", "sequence", "gate", "step", "model_id", "self_edit_id", "status",
+                            "measurement", "threshold", "next_model_id"],
 }
 
 
