@@ -429,7 +429,7 @@ def _best_candidate(c: _Ctx, s: int, sp: _SeqPassage, model_id: int) -> Candidat
     rec = PassageRecord(sp.row_id, sp.gate_qids, baseline)
     cands = []
     for j in range(lc.selfedit.k):
-        found = _find_candidate(c, sp.row_id, j, model_id)
+        found = record.find_step(c.db, sp.row_id, Source.SELF_EDIT, 0, j, continual_model_id=model_id)
         if found is None:
             _activate(c, model_id)
             edit_types = lc.selfedit.edit_types
@@ -445,19 +445,6 @@ def _best_candidate(c: _Ctx, s: int, sp: _SeqPassage, model_id: int) -> Candidat
             if x.adapter_id is not None and x.adapter_id != best.adapter_id and x.peft_dir and x.peft_dir.exists():
                 record.drop_adapter(c.db, x)
     return best
-
-
-def _find_candidate(c: _Ctx, passage_id: int, j: int, model_id: int) -> Candidate | None:
-    row = c.db.execute(
-        """select s.id, s.reward, s.reward_em, s.reward_f1, a.id, a.peft_path, a.gguf_path from self_edits s
-           left join adapters a on a.self_edit_id = s.id
-           where s.passage_id = ? and s.source = ? and s.sample_idx = ? and s.continual_model_id = ?""",
-        [passage_id, Source.SELF_EDIT.value, j, model_id]).fetchone()
-    if row is None:
-        return None
-    se_id, reward, reward_em, reward_f1, ad_id, peft, gguf = row
-    return Candidate(Score(reward, reward_em, reward_f1), j, se_id, ad_id, Path(peft) if peft else None,
-                     Path(gguf) if gguf else None)
 
 
 def _decide(c: _Ctx, s: int, gate: Gate, sp: _SeqPassage, model_id: int, best: Candidate,

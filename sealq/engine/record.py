@@ -115,13 +115,16 @@ def record_passage(db, run_id: str, idx: int, passage: Passage, round_: int, spl
     return PassageRecord(pid, qids, Score.mean(a.score for a in base))
 
 
-def find_step(db, passage_id: int, source: Source, seed_idx: int, sample_idx: int) -> Candidate | None:
-    """The recorded step of a passage with this source, repeat and sample index (resume), or None."""
+def find_step(db, passage_id: int, source: Source, seed_idx: int, sample_idx: int,
+              continual_model_id: int = 0) -> Candidate | None:
+    """The recorded step of a passage with this source, repeat and sample index (resume), or None; in a
+    continual run, the one written on model state ``continual_model_id``."""
     row = db.execute(
         """select s.id, s.reward, s.reward_em, s.reward_f1, a.id, a.peft_path, a.gguf_path from self_edits s
            left join adapters a on a.self_edit_id = s.id
-           where s.passage_id = ? and s.source = ? and s.seed_idx = ? and s.sample_idx = ?""",
-        [passage_id, source.value, seed_idx, sample_idx]).fetchone()
+           where s.passage_id = ? and s.source = ? and s.seed_idx = ? and s.sample_idx = ?
+             and s.continual_model_id = ?""",
+        [passage_id, source.value, seed_idx, sample_idx, continual_model_id]).fetchone()
     if row is None:
         return None
     se_id, reward, reward_em, reward_f1, ad_id, peft, gguf = row
