@@ -12,6 +12,7 @@ JSON or a format string as it is (``f"{Source.SELF_EDIT}"`` is ``"self_edit"``).
 * :class:`Split`, :class:`EditStatus`, :class:`RunStatus`, :class:`PolicyStatus`.
 * Continual self-edits (``sealq continual``): :class:`QuestionRole` (``questions.role``), :class:`GateKind`,
   :class:`UpdateStatus` (``continual_decisions.status``).
+* Learning a document (``sealq learn``): :class:`ProbeReason` (``probes.reason``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from enum import Enum
 
 __all__ = ["Name", "Source", "Condition", "Row", "Split", "EditStatus", "RunStatus", "PolicyStatus", "ROW_LABELS",
-           "CORE_ROWS", "LINEAR_TARGETS", "RESUMABLE", "QuestionRole", "GateKind", "UpdateStatus", "Command"]
+           "CORE_ROWS", "LINEAR_TARGETS", "RESUMABLE", "QuestionRole", "ProbeReason", "GateKind", "UpdateStatus", "Command"]
 
 
 class Name(str, Enum):
@@ -99,6 +100,7 @@ class Command(Name):
     EVAL = "eval"  # sealq eval
     RESTEM = "restem"  # sealq loop --rounds R
     CONTINUAL = "continual"  # sealq continual (its own tables; resumed by `sealq continual --resume`)
+    LEARN = "learn"  # sealq learn: a document learned as one continual sequence, its probes as the reward
 
 
 class RunStatus(Name):
@@ -148,3 +150,12 @@ class UpdateStatus(Name):
     ACCEPTED = "accepted"  # the update is part of the model from now on
     REJECTED = "rejected"  # the gate refused it: the model is unchanged
     NO_UPDATE = "no_update"  # no self-edit had a usable item: nothing to accept
+
+
+class ProbeReason(Name):
+    """Why a probe candidate was kept or dropped (``probes.reason``; :mod:`sealq.engine.probes`)."""
+
+    KEPT = "kept"  # a question with an answer grounded in the passage
+    NO_QUESTION = "no_question"  # not one question about its sentence (no "?", too short or long, a loop, no shared word)
+    DUPLICATE = "duplicate"  # the same question as an earlier probe of the passage
+    UNGROUNDED = "ungrounded"  # the in-context answer says nothing the passage says and the question does not
