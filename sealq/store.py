@@ -219,6 +219,23 @@ def m006_continual(db: sqlite_utils.Database) -> None:
     db["continual_decisions"].create_index(["run_id", "sequence", "gate", "step"], unique=True)
 
 
+@migrations()
+def m007_learn(db: sqlite_utils.Database) -> None:
+    """Learning a document (``sealq learn``): the model's probe questions.
+
+    probes: every probe candidate the model wrote for a passage (:mod:`sealq.engine.probes`): the sentence
+    asked about, the question, the in-context answer, the grounded span kept as the probe's answer, why it
+    was kept or dropped (``reason``), and the ``questions`` row of a kept one (role ``gate``).
+    passages.n_probes: probes kept for the passage; NULL until its probes are written.
+    """
+    db["passages"].add_column("n_probes", int)
+    db["probes"].create(
+        {"id": int, "run_id": str, "passage_id": int, "idx": int, "sentence": str, "question": str,
+         "answer_text": str, "answer": str, "reason": str, "question_id": int, "seconds": float},
+        pk="id", foreign_keys=[("run_id", "runs", "id"), ("passage_id", "passages", "id")])
+    db["probes"].create_index(["passage_id", "idx"], unique=True)
+
+
 def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
     """The folder that holds ``runs.db`` and the adapters: ``workspace``, else ``$SEALQ_HOME``, else cwd.
 
@@ -370,9 +387,11 @@ class RunLock:
 
 
 def resume_command(run_id: str, command: str = "loop") -> str:
-    """The command that continues a run: ``sealq continual --resume RUN`` for a continual run (``command``
-    is ``runs.command``), ``sealq loop --resume RUN`` for every other kind."""
-    return f"sealq {'continual' if command == Command.CONTINUAL else 'loop'} --resume {run_id}"
+    """The command that continues a run: ``sealq continual --resume RUN`` for a continual run, ``sealq learn
+    --resume RUN`` for a learn run (``command`` is ``runs.command``), ``sealq loop --resume RUN`` for every
+    other kind."""
+    own = command in (Command.CONTINUAL, Command.LEARN)
+    return f"sealq {command if own else 'loop'} --resume {run_id}"
 
 
 def workspace_of(db: sqlite_utils.Database) -> Path | None:

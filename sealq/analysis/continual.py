@@ -29,7 +29,7 @@ import numpy as np
 from sealq.analysis.stats import cluster_bootstrap
 from sealq.vocab import Command, QuestionRole, Split, UpdateStatus
 
-__all__ = ["continual_summary", "matrices", "SEAL_PASSAGE0"]
+__all__ = ["continual_summary", "matrices", "model_updates", "final_model", "SEAL_PASSAGE0"]
 
 #: SEAL's figures for passage 0 (sec. 4.3, Qwen2.5-7B, 8-passage sequences): before, just after learning it,
 #: then after each further update.
@@ -40,13 +40,39 @@ def _config(db, run_id: str) -> dict:
     return json.loads(db["runs"].get(run_id)["config_json"])
 
 
-def _entries(db, run_id: str) -> dict:
-    """(model_id, sequence, passage idx) -> mean contains over the passage's scored questions."""
+def model_updates(db, model_id: int) -> list[tuple[str, str]]:
+    """The (PEFT folder, GGUF file) of the accepted updates that make model state ``model_id``, oldest first
+    (empty for a base state)."""
+    out = []
+    while model_id is not None:
+        m = db["continual_models"].get(model_id)
+        if m["update_self_edit_id"] is not None:
+            a = db.execute("select peft_path, gguf_path from adapters where self_edit_id = ?",
+                           [m["update_self_edit_id"]]).fetchone()
+            out.append((a[0], a[1]))
+        model_id = m["parent_id"]
+    return out[::-1]
+
+
+def final_model(db, run_id: str, gate: str, sequence: int = 0) -> tuple[int | None, int]:
+    """(model state id, steps decided) of sequence ``sequence`` under ``gate`` after its last recorded
+    decision: the model the run has learned so far (the base state, or None, before any decision)."""
+    row = db.execute("select next_model_id, step from continual_decisions where run_id = ? and sequence = ? and gate = ? "
+                     "order by step desc limit 1", [run_id, sequence, gate]).fetchone()
+    if row:
+        return row[0], row[1] + 1
+    base = db.execute("select id from continual_models where run_id = ? and sequence = ? and history = ''",
+                      [run_id, sequence]).fetchone()
+    return (base[0] if base else None), 0
+
+
+def _entries(db, run_id: str, role: QuestionRole = QuestionRole.SCORED) -> dict:
+    """(model_id, sequence, passage idx) -> mean contains over the passage's questions of ``role``."""
     rows = db.execute(
         """select a.model_id, p.round, p.idx, avg(a.contains) from continual_answers a
            join questions q on q.id = a.question_id join passages p on p.id = q.passage_id
            where a.run_id = ? and a.candidate_id is null and q.role = ? and p.split = ?
-           group by a.model_id, p.round, p.idx""", [run_id, QuestionRole.SCORED.value, Split.CONTINUAL.value])
+           group by a.model_id, p.round, p.idx""", [run_id, role.value, Split.CONTINUAL.value])
     return {(m, s, j): v for m, s, j, v in rows}
 
 
@@ -63,15 +89,16 @@ def _row_models(db, run_id: str, sequence: int, gate: str, length: int) -> list[
     return out
 
 
-def matrices(db, run_id: str) -> dict:
-    """Per gate, per sequence, the matrix R as nested lists (None where a value is missing or undefined).
+def matrices(db, run_id: str, role: QuestionRole = QuestionRole.SCORED) -> dict:
+    """Per gate, per sequence, the matrix R as nested lists (None where a value is missing or undefined),
+    on the questions of ``role`` (``sealq learn`` of a plain document: its probes, the gate questions).
 
     Returns:
         ``{gate: [R_sequence0, R_sequence1, ...]}``, each R of shape (L+1) x L.
     """
     cfg = _config(db, run_id)
     n_seq, length = cfg["sequences"], cfg["length"]
-    entries = _entries(db, run_id)
+    entries = _entries(db, run_id, role)
     out = {}
     for gate in cfg["gates"]:
         per_seq = []
@@ -137,16 +164,17 @@ def _parity(db, run_id: str) -> dict | None:
             "max_abs": max(r["parity_max_abs"] for r in rows)}
 
 
-def continual_summary(db, run_id: str) -> dict:
+def continual_summary(db, run_id: str, role: QuestionRole = QuestionRole.SCORED) -> dict:
     """The summary of a continual run (module docstring): per gate the mean matrix with intervals and
-    the summary figures; the stacking parity over all model states; SEAL's passage-0 curve.
+    the summary figures; the stacking parity over all model states; SEAL's passage-0 curve. ``role``: the
+    questions the matrix scores (scored ones; a learn run of a plain document: its probes).
 
     Returns:
         ``{"run_id", "sequences", "length", "gates": {spec: {...}}, "gate_order", "parity", "seal_passage0"}``.
     """
     cfg = _config(db, run_id)
     length = cfg["length"]
-    mats = matrices(db, run_id)
+    mats = matrices(db, run_id, role)
     return {
         "run_id": run_id, "kind": Command.CONTINUAL.value, "sequences": cfg["sequences"], "length": length,
         "k": cfg["loop"]["selfedit"]["k"], "gate_order": list(cfg["gates"]),

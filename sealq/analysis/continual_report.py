@@ -90,8 +90,10 @@ def _setup_rows(run, config: dict, overview: dict, questions: list) -> list[tupl
                                f"{sum(g for _, g in questions)} gate questions recorded)"),
         ("self-edits per step (K)", str(se["k"])), ("edit types", ", ".join(se["edit_types"])),
         ("gates", ", ".join(config["gates"])),
-        ("gate fraction", f"{config['gate_fraction']:g} of each passage's questions go to best-of-K and the gates; "
-                          "the rest are scored"),
+        ("gate questions", f"{config['gate_fraction']:g} of each passage's questions go to best-of-K and the gates; "
+                           "the rest are scored" if "gate_fraction" in config else
+                           "the model's own probe questions (sealq learn); scored: the passages' gold questions "
+                           "if they have any, else the probes again"),
         ("training directive", directive), ("precision", str(train.get("precision"))),
         ("self-edits", overview["edits_text"]), ("seed", str(run["seed"])), ("status", overview["status_text"]),
         ("duration", overview["duration"]),
@@ -176,8 +178,11 @@ def _limitations(summary: dict, config: dict, questions: list, model: str) -> li
         f"Few sequences: {n} sequences of {length} passages. Every interval resamples whole sequences, so with "
         "this few it is rough, and differences between gates smaller than its width are not established.",
         f"Scored questions per passage: {_span(scored)} ({sum(scored)} in all); each matrix entry of one "
-        f"sequence averages that few answers. The other questions ({config['gate_fraction']:g} of each passage) "
-        "went to best-of-K and the gates, which never see the scored ones.",
+        f"sequence averages that few answers. "
+        + (f"The other questions ({config['gate_fraction']:g} of each passage) went to best-of-K and the gates, "
+           "which never see the scored ones." if "gate_fraction" in config else
+           "A learn run: best-of-K and the gates saw the model's probe questions; without gold questions the "
+           "matrix is on those probes themselves (optimistic)."),
         "Entries are contains accuracy without the passage in the prompt: any answer that includes the gold span "
         "counts, so a long answer listing several candidates could be counted correct (EM and F1 are recorded in "
         "continual_answers, not shown).",

@@ -62,7 +62,7 @@ def build_report(db, run_id: str) -> Report:
     Raises:
         SealqError: the run has no recorded passages.
     """
-    if db["runs"].get(run_id)["command"] == Command.CONTINUAL:
+    if db["runs"].get(run_id)["command"] in (Command.CONTINUAL, Command.LEARN):
         return build_continual_report(db, run_id)
     c = _gather(db, run_id)
     return Report(_render_html(c), _render_markdown(c), c.figures, c.note)

@@ -48,6 +48,8 @@ _QUERIES = {
     "continual_measures": """select m.sequence, m.history, p.idx, x.kind, x.before, x.after, round(x.value, 5)
                              from continual_measures x join continual_models m on m.id = x.model_id
                              join self_edits s on s.id = x.self_edit_id join passages p on p.id = s.passage_id""",
+    "probes": """select p.idx, b.idx, b.sentence, b.question, b.answer_text, b.answer, b.reason, q.idx, p.n_probes
+                 from probes b join passages p on p.id = b.passage_id left join questions q on q.id = b.question_id""",
     "continual_decisions": """select d.sequence, d.gate, d.step, m.history, d.status, round(d.measurement, 5),
                                      d.threshold, n.history
                               from continual_decisions d join continual_models m on m.id = d.model_id

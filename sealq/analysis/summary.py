@@ -220,7 +220,7 @@ def run_overview(db, run) -> dict:
     """
     row = db["runs"].get(run) if isinstance(run, str) else run
     config = json.loads(row["config_json"] or "{}")
-    if row["command"] == Command.CONTINUAL:
+    if row["command"] in (Command.CONTINUAL, Command.LEARN):
         return continual_overview(db, row, config)
     scope = results_scope(config)
     stored = json.loads(row["summary_json"] or "null") if row["status"] == RunStatus.DONE else None
@@ -288,6 +288,10 @@ def continual_results(db, run) -> dict:
     from sealq.analysis.continual import continual_summary
 
     row = db["runs"].get(run) if isinstance(run, str) else run
+    if row["command"] == Command.LEARN:
+        from sealq.analysis.learn import stored_or_current
+
+        return stored_or_current(db, row)
     stored = json.loads(row["summary_json"] or "null") if row["status"] == RunStatus.DONE else None
     return stored if stored and stored.get("kind") == Command.CONTINUAL else continual_summary(db, row["id"])
 

@@ -13,7 +13,7 @@ from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS, GateKind
 
 __all__ = ["EDIT_TYPES", "PRECISIONS", "resolve_precision", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
-           "LoopConfig", "ScaleConfig", "Gate", "ContinualConfig"]
+           "LoopConfig", "ScaleConfig", "Gate", "ContinualConfig", "LearnConfig"]
 
 #: Training precisions; ``auto`` resolves to ``bf16`` where the CPU has native bfloat16, else ``fp32``.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -400,4 +400,77 @@ class ContinualConfig:
         except (KeyError, TypeError) as e:
             raise SealqError(f"stored run config is not a continual config readable by this sealq version ({e})") from None
         except SealqError as e:  # a stored value this version refuses: say it is the stored one, not an option
+            raise SealqError(f"stored run config: {e}") from None
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Everything one ``sealq learn`` run depends on (stored as ``runs.config_json``).
+
+    A document is learned as one continual sequence (:class:`ContinualConfig` with one sequence of all its
+    passages): at each passage the model's own probe questions (:mod:`sealq.engine.probes`) are the gate
+    questions, best-of-K and the gates see them, and accepted updates accumulate into one document model.
+
+    Args:
+        loop: model, seed, self-edit sampling, training and answering settings, as for ``sealq loop``.
+        files: the documents (``.txt``/``.md``) and passage files (``.json``, SQuAD formats: their questions
+            are hidden from the learner and only scored), in order.
+        probes_per_passage: probe questions kept per passage at most.
+        gates: gate specs (:meth:`Gate.parse`); ``sealq ask``/``export`` use the first one's model.
+        max_passage_tokens: the most tokens of one passage of a document (the model's tokenizer).
+        passages: learn only the first N passages (of all files, in order).
+        length: passages learned (set when the run starts).
+    """
+
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    files: tuple[str, ...] = ()
+    probes_per_passage: int = 5
+    gates: tuple[str, ...] = ("none",)
+    max_passage_tokens: int = 256
+    passages: int | None = None
+    length: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "gates", tuple(Gate.parse(g).spec for g in self.gates))
+        object.__setattr__(self, "files", tuple(self.files))
+        _check(len(self.files) >= 1, "sealq learn needs at least one FILE (.txt, .md or a .json passage file)")
+        _check(1 <= self.probes_per_passage <= 50, f"--probes-per-passage must be in 1-50, got {self.probes_per_passage}")
+        _check(64 <= self.max_passage_tokens <= 1024, f"--max-passage-tokens must be in 64-1024, got {self.max_passage_tokens}")
+        _check(self.passages is None or self.passages >= 1, f"--passages must be at least 1, got {self.passages}")
+        _check(len(self.gates) >= 1, "--gate: at least one gate is needed")
+        _check(len(set(self.gates)) == len(self.gates), f"--gate: a gate is given twice ({', '.join(self.gates)})")
+        _check(1 <= self.loop.selfedit.k <= 64, f"--k must be in 1-64, got {self.loop.selfedit.k}")
+        lc = self.loop
+        _check(not (lc.rounds or lc.passage_only or lc.teacher or lc.seeds != 1 or lc.passages or lc.data),
+               "a learn run takes no ReST-EM, eval, --data or loop --passages settings")
+
+    @property
+    def sequences(self) -> int:
+        """One sequence: the document."""
+        return 1
+
+    @property
+    def gate_list(self) -> list[Gate]:
+        return [Gate.parse(g) for g in self.gates]
+
+    def to_dict(self) -> dict:
+        """As stored; ``sequences`` and ``length`` make it readable by the continual analysis."""
+        return {"loop": self.loop.to_dict(), "files": list(self.files), "probes_per_passage": self.probes_per_passage,
+                "gates": list(self.gates), "max_passage_tokens": self.max_passage_tokens, "passages": self.passages,
+                "length": self.length, "sequences": 1}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LearnConfig":
+        """Rebuild a stored config (``sealq learn --resume``).
+
+        Raises:
+            SealqError: not a learn config of this sealq version, or a value it refuses.
+        """
+        try:
+            d = dict(d)
+            d.pop("sequences", None)
+            return cls(loop=LoopConfig.from_dict(d.pop("loop")), **d)
+        except (KeyError, TypeError) as e:
+            raise SealqError(f"stored run config is not a learn config readable by this sealq version ({e})") from None
+        except SealqError as e:
             raise SealqError(f"stored run config: {e}") from None

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from sealq.analysis.continual import continual_summary
+from sealq.analysis.continual import continual_summary, model_updates
 from sealq.engine import answer as qa
 from sealq.engine import record
 from sealq.engine.config import ContinualConfig, Gate
@@ -50,7 +50,7 @@ from sealq.errors import SealqError
 from sealq.faults import kill_point
 from sealq.metrics import Score
 from sealq.models.registry import file_sha256, resolve_model
-from sealq.store import RunLock, find_run, open_db, resolve_workspace, utc_now
+from sealq.store import RunLock, find_run, open_db, resolve_workspace, resume_command, utc_now
 from sealq.vocab import Command, GateKind, QuestionRole, RunStatus, Source, Split, UpdateStatus
 
 __all__ = ["ContinualEvents", "run_continual", "resume_continual", "draw_sequences", "split_questions",
@@ -143,6 +143,12 @@ class _Ctx:
     active: int | None = None
     base_logits: tuple | None = None  # (llama.cpp, training model) at the probe positions, base model
     gates: list = field(default_factory=list)
+    #: called with (ctx, sequence, passage, model_id, candidates, baseline) after a step's K candidates are
+    #: recorded and before best-of-K drops adapters (``sealq learn`` scores them on gold questions there)
+    on_candidates: object = None
+    #: score every passage seen so far after each step (the full matrix); False: only the passage about to be
+    #: learned and the one just learned (the diagonals), and every passage after the last step
+    full_matrix: bool = True
 
 
 # ---- start, resume, execute ------------------------------------------------------------------------
@@ -164,25 +170,11 @@ def run_continual(config: ContinualConfig, workspace: str | os.PathLike | None =
     seqs = draw_sequences(load_passages(config.loop.data), config.sequences, config.length, config.loop.seed)
     model = resolve_model(config.loop.model)
     config = replace(config, loop=_resolved(config.loop, model))
-    db = open_db(ws)
     events.stage(f"loading {model.name} into llama.cpp")
     lc = config.loop
     runner = LlamaRunner(model, n_ctx=lc.eval.n_ctx, threads=lc.eval.threads, seed=lc.seed)
     check_lengths(runner, [p for s in seqs for p in s], lc)
-    model_sha256 = file_sha256(model.path)
-    run_id = str(ULID())
-    lock = RunLock(ws, run_id).acquire()
-    try:
-        db["runs"].insert({
-            "id": run_id, "command": Command.CONTINUAL.value, "status": RunStatus.RUNNING.value, "started_utc": utc_now(),
-            "model_name": model.name, "model_path": str(model.path), "model_sha256": model_sha256,
-            "data_path": lc.data or "(bundled default)", "seed": lc.seed, "pid": os.getpid(),
-            "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
-            "selection_sha256": _fingerprint(seqs),
-        })
-    except BaseException:
-        lock.release()
-        raise
+    db, run_id, lock = _insert_run(ws, Command.CONTINUAL, model, config, lc.data or "(bundled default)", seqs)
     return _execute(db, ws, run_id, config, seqs, runner, model, events, lock, prior_ms=0)
 
 
@@ -207,17 +199,42 @@ def resume_continual(run: str, workspace: str | os.PathLike | None = None,
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         lc = config.loop
         runner = LlamaRunner(model, n_ctx=lc.eval.n_ctx, threads=lc.eval.threads, seed=lc.seed)
-        db["runs"].update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
-                                   "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+        _mark_resumed(db, run_id, row)
     except BaseException:
         lock.release()
         raise
     return _execute(db, ws, run_id, config, seqs, runner, model, events, lock, prior_ms=row["duration_ms"] or 0)
 
 
+def _insert_run(ws: Path, command: Command, model, config, data_path: str, seqs) -> tuple:
+    """Record a new run of ``command`` (status running) under its lock: returns (db, run id, held lock)."""
+    db = open_db(ws)
+    run_id = str(ULID())
+    lock = RunLock(ws, run_id).acquire()
+    try:
+        db["runs"].insert({
+            "id": run_id, "command": command.value, "status": RunStatus.RUNNING.value, "started_utc": utc_now(),
+            "model_name": model.name, "model_path": str(model.path), "model_sha256": file_sha256(model.path),
+            "data_path": data_path, "seed": config.loop.seed, "pid": os.getpid(),
+            "config_json": json.dumps(config.to_dict()), "versions_json": json.dumps(package_versions()),
+            "selection_sha256": _fingerprint(seqs),
+        })
+    except BaseException:
+        lock.release()
+        raise
+    return db, run_id, lock
+
+
+def _mark_resumed(db, run_id: str, row: dict) -> None:
+    """The run is running again in this process (one more resume)."""
+    db["runs"].update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
+                               "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+
+
 def _resumable(run_id: str, row: dict):
     if row["command"] != Command.CONTINUAL:
-        raise SealqError(f"run {run_id} is a `sealq {row['command']}` run; continue it with `sealq loop --resume {run_id}`")
+        raise SealqError(f"run {run_id} is a `sealq {row['command']}` run; continue it with "
+                         f"`{resume_command(run_id, row['command'])}`")
     if row["status"] == RunStatus.DONE:
         raise SealqError(f"run {run_id} is complete; nothing to resume")
     config = ContinualConfig.from_dict(json.loads(row["config_json"]))
@@ -236,9 +253,15 @@ def _fingerprint(seqs: list[list[Passage]]) -> str:
 
 
 def _execute(db, ws: Path, run_id: str, config: ContinualConfig, seqs, runner, model, events, lock,
-             prior_ms: int) -> dict:
+             prior_ms: int, command: Command = Command.CONTINUAL, prepare=None, summarize=continual_summary,
+             on_candidates=None, full_matrix: bool = True) -> dict:
     """Load the training model, run every sequence, record the summary; on failure record the run as
-    failed or interrupted; release the lock in any case."""
+    failed or interrupted; release the lock in any case.
+
+    ``prepare(ctx, s, passages)`` records sequence ``s`` and returns its :class:`_SeqPassage` list (default:
+    :func:`_record_sequence`); ``summarize(db, run_id)`` is the stored summary; ``command`` names the run's
+    command in a failure's resume hint (``sealq learn`` passes its own three, a candidates hook, and
+    ``full_matrix`` False when gold questions make every row costly)."""
     elapsed_ms = elapsed_since(prior_ms)
     clock = Clock(elapsed_ms)
     try:
@@ -247,16 +270,16 @@ def _execute(db, ws: Path, run_id: str, config: ContinualConfig, seqs, runner, m
         base_state = {k: v.detach().clone() for k, v in trainer.state_dict().items()}
         probe = runner.tokenize(probe_text())[: min(256, runner.n_ctx)]
         c = _Ctx(db, run_id, ws / "runs" / run_id, config, Models(runner, trainer, model.path), clock, events,
-                 base_state, probe, gates=config.gate_list)
+                 base_state, probe, gates=config.gate_list, on_candidates=on_candidates, full_matrix=full_matrix)
         c.base_logits = _probe_logits(c)
         for s, passages in enumerate(seqs):
-            _run_sequence(c, s, _record_sequence(c, s, passages))
-        summary = continual_summary(db, run_id)
+            _run_sequence(c, s, (prepare or _record_sequence)(c, s, passages))
+        summary = summarize(db, run_id)
         db["runs"].update(run_id, {"status": RunStatus.DONE.value, "finished_utc": utc_now(),
                                    "duration_ms": elapsed_ms(), "summary_json": json.dumps(summary)})
         return summary
     except BaseException as e:
-        _record_failure(db, ws, run_id, e, elapsed_ms(), command=Command.CONTINUAL)
+        _record_failure(db, ws, run_id, e, elapsed_ms(), command=command)
         raise
     finally:
         lock.release()
@@ -295,7 +318,7 @@ def _run_sequence(c: _Ctx, s: int, passages: list[_SeqPassage]) -> None:
     state = {g.spec: base for g in c.gates}
     for t, sp in enumerate(passages):
         for m in _distinct(state):
-            _score_row(c, m, passages[: t + 1])
+            _score_row(c, m, passages[: t + 1] if c.full_matrix else passages[max(0, t - 1): t + 1])
         decisions, best = [], {}
         for m in _distinct(state):
             best[m] = _best_candidate(c, s, sp, m)
@@ -332,15 +355,7 @@ def _model_row(c: _Ctx, s: int, history: str, parent: int | None, update: int | 
 
 def _updates(c: _Ctx, model_id: int) -> list[tuple[str, str]]:
     """The (PEFT folder, GGUF) of the updates that make ``model_id``, oldest first."""
-    out = []
-    while model_id is not None:
-        m = c.db["continual_models"].get(model_id)
-        if m["update_self_edit_id"] is not None:
-            a = c.db.execute("select peft_path, gguf_path from adapters where self_edit_id = ?",
-                             [m["update_self_edit_id"]]).fetchone()
-            out.append((a[0], a[1]))
-        model_id = m["parent_id"]
-    return out[::-1]
+    return model_updates(c.db, model_id)
 
 
 def _activate(c: _Ctx, model_id: int) -> None:
@@ -439,6 +454,8 @@ def _best_candidate(c: _Ctx, s: int, sp: _SeqPassage, model_id: int) -> Candidat
             result = inner_step(inp, c.models, lc)
             found = record.record_step(c.db, c.run_id, rec, 0, j, result, True, c.clock, continual_model_id=model_id)
         cands.append(found)
+    if c.on_candidates is not None:
+        c.on_candidates(c, s, sp, model_id, cands, baseline)
     best = record.mark_best(c.db, cands)
     if not lc.keep_adapters:
         for x in cands:

@@ -176,8 +176,8 @@ def _resumable(db, run_id: str, row: dict) -> tuple[LoopConfig, Selection, Resol
     Raises:
         SealqError: the run is complete, or its data or model changed since it started.
     """
-    if row["command"] == Command.CONTINUAL:
-        raise SealqError(f"run {run_id} is a continual run; continue it with `sealq continual --resume {run_id}`")
+    if row["command"] in (Command.CONTINUAL, Command.LEARN):
+        raise SealqError(f"run {run_id} is a {row['command']} run; continue it with `{resume_command(run_id, row['command'])}`")
     if row["status"] == RunStatus.DONE:
         raise SealqError(f"run {run_id} is complete; nothing to resume")
     config = LoopConfig.from_dict(json.loads(row["config_json"]))
