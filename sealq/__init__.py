@@ -12,6 +12,11 @@ Continual self-edits (a forgetting matrix per gate)::
     summary = run_continual(ContinualConfig(loop=LoopConfig(), sequences=2, length=3,
                                             gates=("none", "retention:0.1", "kl:0.3")), workspace="ws")
 
+Learn a plain document with the model's own probe questions (then ``sealq ask --run``, ``sealq export``)::
+
+    from sealq import LearnConfig, LoopConfig, run_learn
+    summary = run_learn(LearnConfig(loop=LoopConfig(), files=("notes.md",)), workspace="ws")
+
 Or one inner step by hand (a self-edit, its LoRA, the answers after it; nothing is recorded)::
 
     from pathlib import Path
@@ -33,11 +38,12 @@ _EXPORTS = {
     # running (writes runs.db)
     "run_loop": "sealq.engine.loop", "resume_loop": "sealq.engine.loop", "LoopEvents": "sealq.engine.passage",
     "run_continual": "sealq.engine.continual", "resume_continual": "sealq.engine.continual",
-    "ContinualEvents": "sealq.engine.continual",
+    "ContinualEvents": "sealq.engine.continual", "run_learn": "sealq.engine.learn", "resume_learn": "sealq.engine.learn",
     # settings
     "LoopConfig": "sealq.engine.config", "SelfEditConfig": "sealq.engine.config", "TrainConfig": "sealq.engine.config",
     "EvalConfig": "sealq.engine.config", "PolicyConfig": "sealq.engine.config", "Directive": "sealq.engine.config",
     "ScaleConfig": "sealq.engine.config", "ContinualConfig": "sealq.engine.config", "Gate": "sealq.engine.config",
+    "LearnConfig": "sealq.engine.config",
     # the inner step (touches no database)
     "inner_step": "sealq.engine.step", "StepInput": "sealq.engine.step", "StepResult": "sealq.engine.step",
     "Models": "sealq.engine.step", "load_models": "sealq.engine.step",
@@ -50,9 +56,11 @@ _EXPORTS = {
     "open_db": "sealq.store", "summarize": "sealq.analysis.summary", "scores_by_passage": "sealq.analysis.summary",
     "run_overview": "sealq.analysis.summary", "eval_table": "sealq.analysis.tables",
     "restem_table": "sealq.analysis.tables", "build_report": "sealq.analysis.report",
-    "continual_summary": "sealq.analysis.continual",
+    "continual_summary": "sealq.analysis.continual", "learn_summary": "sealq.analysis.learn",
+    # documents and probes
+    "split_document": "sealq.engine.document", "write_probes": "sealq.engine.probes",
     # conversion
-    "convert_peft_to_gguf": "sealq.convert.lora_gguf",
+    "convert_peft_to_gguf": "sealq.convert.lora_gguf", "combine_adapters": "sealq.convert.combine",
 }
 
 __all__ = sorted(_EXPORTS)

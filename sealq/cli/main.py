@@ -28,7 +28,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo("Interrupted: what was recorded is kept (`sealq runs`; continue with `sealq loop --resume RUN`, "
-                       "or `sealq continual --resume RUN` for a continual run).",
+                       "or `sealq continual --resume RUN` / `sealq learn --resume RUN` for a continual / learn run).",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
         except SealqError as e:

@@ -131,7 +131,8 @@ def show(run, workspace, as_json):
     A continual run: its forgetting matrix per gate, the gates side by side, and every gate decision."""
     db = _db(workspace)
     run_id = _run_id(db, run)
-    if db["runs"].get(run_id)["command"] == Command.CONTINUAL:
+    command = db["runs"].get(run_id)["command"]
+    if command in (Command.CONTINUAL, Command.LEARN):
         _show_continual(db, run_id, as_json)
         return
     detail = run_detail(db, run_id)
@@ -198,7 +199,13 @@ def _show_continual(db, run_id: str, as_json: bool) -> None:
     console.print(f"run {o['id']} ({o['command']}, {o['model']}): {o['status_text']}", **plain)
     console.print(f"{c['sequences']} sequences x {plural(c['length'], 'passage')}, {plural(o['questions'], 'question')} "
                   f"recorded, K={o['k']}, {o['duration']}; {o['edits_text']}", **plain)
-    print_continual(detail["summary"], console, str(workspace_of(db) / DB_NAME))
+    if o["command"] == Command.LEARN:
+        from sealq.cli.learn import print_learn
+
+        console.print(f"learned from: {o['data']}", **plain)
+        print_learn(detail["summary"], console, str(workspace_of(db) / DB_NAME))
+    else:
+        print_continual(detail["summary"], console, str(workspace_of(db) / DB_NAME))
     if detail["decisions"]:
         console.print(_decisions_table(detail["decisions"]))
     else:
@@ -223,13 +230,15 @@ def _decisions_table(decisions: list[dict]):
 
 @cli.command()
 @click.argument("question")
-@click.option("--run", help="Run id (or prefix, or 'latest') whose adapter to attach; needs --passage.")
+@click.option("--run", help="Run id (or prefix, or 'latest') whose adapter to attach; needs --passage, except for a "
+              "learn run (its learned document model).")
 @click.option("--passage", "passage_idx", type=int, help="Passage index in that run: its best-of-K adapter is used.")
 @click.option("--adapter", type=click.Path(dir_okay=False), help="A GGUF LoRA adapter file to attach instead.")
+@click.option("--gate", help="A learn run: which gate's model (default: the run's first gate).")
 @click.option("--model", default=None, help="Base model (default: the run's model, else the default model).")
 @_workspace
 @click.option("--max-tokens", type=click.IntRange(1, 1024), default=48, show_default=True)
-def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
+def ask(question, run, passage_idx, adapter, gate, model, workspace, max_tokens):
     """Answer QUESTION (greedy, no passage) with a learned adapter attached: see what the model now knows."""
     from sealq.engine.answer import qa_messages
     from sealq.engine.config import LoopConfig
@@ -245,30 +254,60 @@ def ask(question, run, passage_idx, adapter, model, workspace, max_tokens):
         raise SealqError("give --run/--passage or --adapter, not both")
     if passage_idx is not None and run is None:
         raise SealqError("--passage needs --run (the run whose best adapter for that passage to attach)")
+    if gate is not None and run is None:
+        raise SealqError("--gate needs --run (a learn run)")
+    adapters = [(adapter, 1.0)] if adapter else []
     if run is not None:
         db = _db(workspace)
         run_id = _run_id(db, run)
         _refuse_continual(db, run_id)
-        if passage_idx is None:
+        if db["runs"].get(run_id)["command"] == Command.LEARN:
+            if passage_idx is not None:
+                raise SealqError(f"run {run_id} is a learn run: it holds one document model; ask without --passage")
+            from sealq.analysis.learn import learned_model
+
+            updates, base, _ = learned_model(db, run_id, _gate_spec(gate))
+            adapters, model = [(g, 1.0) for _, g in updates], model or base
+        elif gate is not None:
+            raise SealqError("--gate is for a learn run")
+        elif passage_idx is None:
             raise SealqError("--run needs --passage (the passage index, see `sealq show`)")
-        row = db.execute(
-            """select a.gguf_path, r.model_path from adapters a
-               join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id
-               join runs r on r.id = a.run_id
-               where a.run_id = ? and p.idx = ? and s.is_best = 1 and a.kept = 1
-               order by p.round desc, s.seed_idx limit 1""", [run_id, passage_idx]).fetchone()
-        if row is None:
-            raise SealqError(f"run {run_id} has no kept adapter for passage {passage_idx}")
-        adapter, model = row[0], model or row[1]
+        else:
+            adapter_path, base = _best_adapter(db, run_id, passage_idx)
+            adapters, model = [(adapter_path, 1.0)], model or base
     runner = LlamaRunner(resolve_model(model), n_ctx=LoopConfig().eval.n_ctx)  # the context window of the loop
-    if adapter:
-        runner.set_adapters([(adapter, 1.0)])
+    if adapters:
+        runner.set_adapters(adapters)
     msgs = qa_messages(Passage("", ""), Question(question, ("",)), with_context=False)
     try:
         runner.check_fits(msgs, max_tokens)
     except SealqError as e:
         raise SealqError(f"the question: {e} (or lower --max-tokens)") from None
     click.echo(runner.chat(msgs, max_tokens=max_tokens).text.strip())
+
+
+def _best_adapter(db, run_id: str, passage_idx: int) -> tuple[str, str]:
+    """(GGUF of the best kept adapter of passage ``passage_idx``, the run's base model path).
+
+    Raises:
+        SealqError: no kept adapter for that passage.
+    """
+    row = db.execute(
+        """select a.gguf_path, r.model_path from adapters a
+           join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id
+           join runs r on r.id = a.run_id
+           where a.run_id = ? and p.idx = ? and s.is_best = 1 and a.kept = 1
+           order by p.round desc, s.seed_idx limit 1""", [run_id, passage_idx]).fetchone()
+    if row is None:
+        raise SealqError(f"run {run_id} has no kept adapter for passage {passage_idx}")
+    return row[0], row[1]
+
+
+def _gate_spec(gate: str | None) -> str | None:
+    """``--gate`` as stored (``kl:0.10`` is ``kl:0.1``); raises SealqError for a spec that is not a gate."""
+    from sealq.engine.config import Gate
+
+    return Gate.parse(gate).spec if gate else None
 
 
 def _refuse_continual(db, run_id: str) -> None:
@@ -307,3 +346,24 @@ def report(run, output, workspace):
     click.echo(f"wrote {html_path} and {md_path}")
     if rep.note:
         click.echo(rep.note)
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--gate", help="Which gate's model (default: the run's first gate).")
+@click.option("--workspace", type=click.Path(file_okay=False), help="Where runs.db is (default: $SEALQ_HOME or the current directory).")
+def export(run, out, gate, workspace):
+    """Write what learn RUN learned (its accepted updates) as one GGUF LoRA adapter OUT for llama.cpp tools.
+
+    Load it with the run's base model: `Llama(model_path=BASE, lora_path=OUT)`, or `llama-server -m BASE --lora OUT`.
+    """
+    from sealq.analysis.learn import learned_model
+    from sealq.convert.combine import combine_adapters
+
+    db = _db(workspace)
+    run_id = _run_id(db, run)
+    updates, base, desc = learned_model(db, run_id, _gate_spec(gate))
+    done = combine_adapters([g for _, g in updates], out, name=f"sealq learn {run_id} ({desc})")
+    click.echo(f"wrote {done['path']}: {done['adapters']} accepted update(s) of {desc} combined (rank {done['rank']}, "
+               f"{done['tensor_pairs']} tensor pairs); base model {base}")
