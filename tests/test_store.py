@@ -11,7 +11,8 @@ from sealq.vocab import Condition, Source
 EXPECTED = {
     "runs": ["id", "command", "status", "started_utc", "finished_utc", "duration_ms", "model_name", "model_path",
              "model_sha256", "data_path", "seed", "pid", "config_json", "versions_json", "summary_json", "error", "resumes", "selection_sha256"],
-    "passages": ["id", "run_id", "idx", "key", "title", "context", "n_questions", "round", "split"],
+    "passages": ["id", "run_id", "idx", "key", "title", "context", "n_questions", "round", "split",
+                 "n_probes"],
     "questions": ["id", "passage_id", "idx", "question", "answers_json", "role"],
     "self_edits": ["id", "run_id", "passage_id", "sample_idx", "edit_type", "prompt", "text", "items_json", "n_items",
                    "gen_tokens", "directive_raw", "directive_json", "directive_fallback_json", "status", "skip_reason",
@@ -33,6 +34,8 @@ EXPECTED = {
     "continual_measures": ["id", "run_id", "model_id", "self_edit_id", "kind", "before", "after", "value"],
     "continual_decisions": ["id", "run_id", "sequence", "gate", "step", "model_id", "self_edit_id", "status",
                             "measurement", "threshold", "next_model_id"],
+    "probes": ["id", "run_id", "passage_id", "idx", "sentence", "question", "answer_text", "answer", "reason",
+               "question_id", "seconds"],
 }
 
 
