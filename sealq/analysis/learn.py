@@ -18,10 +18,11 @@ on gold questions when the passages have them, else on the probes), plus:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
-from sealq.analysis.continual import _row_models, continual_summary
+from sealq.analysis.continual import _row_models, continual_summary, final_model, model_updates
 from sealq.analysis.stats import cluster_bootstrap, paired_difference
 from sealq.errors import SealqError
 from sealq.vocab import Command, EditStatus, ProbeReason, QuestionRole, Source, Split
@@ -164,12 +165,6 @@ def _validation(db, run_id: str, gate: str, length: int) -> dict | None:
                             for p in per]}
 
 
-def stored_or_current(db, row: dict) -> dict:
-    """The summary the views show: :func:`learn_summary` computed now from ``runs.db`` (a second or so; a
-    stored summary may come from an older sealq with fewer figures), done or not."""
-    return learn_summary(db, row["id"])
-
-
 def learned_model(db, run_id: str, gate: str | None) -> tuple[list[tuple[str, str]], str, str]:
     """The model a learn run has learned so far under ``gate`` (a normalized spec, :attr:`Gate.spec`;
     default: its first): the (PEFT folder, GGUF)
@@ -179,10 +174,6 @@ def learned_model(db, run_id: str, gate: str | None) -> tuple[list[tuple[str, st
     Raises:
         SealqError: not a learn run, an unknown gate, nothing decided yet, or an update's file is gone.
     """
-    from pathlib import Path
-
-    from sealq.analysis.continual import final_model, model_updates
-
     row = db["runs"].get(run_id)
     if row["command"] != Command.LEARN:
         raise SealqError(f"run {run_id} is a `sealq {row['command']}` run, not a learn run")

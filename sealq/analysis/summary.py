@@ -283,15 +283,16 @@ def continual_results(db, run) -> dict:
     :func:`sealq.analysis.continual.continual_summary` of what is recorded so far (missing values None).
 
     Args:
-        run: a run id or its ``runs`` row (``runs.command`` is ``continual``).
+        run: a run id or its ``runs`` row (``runs.command`` is ``continual``, or ``learn``: then
+            :func:`sealq.analysis.learn.learn_summary`, always computed from what is recorded).
     """
     from sealq.analysis.continual import continual_summary
 
     row = db["runs"].get(run) if isinstance(run, str) else run
     if row["command"] == Command.LEARN:
-        from sealq.analysis.learn import stored_or_current
+        from sealq.analysis.learn import learn_summary
 
-        return stored_or_current(db, row)
+        return learn_summary(db, row["id"])  # computed now: a stored one may lack figures a newer sealq adds
     stored = json.loads(row["summary_json"] or "null") if row["status"] == RunStatus.DONE else None
     return stored if stored and stored.get("kind") == Command.CONTINUAL else continual_summary(db, row["id"])
 
