@@ -48,42 +48,54 @@ def self_edit_training_set():
     return model, seqs, hf
 
 
-def main() -> None:
-    from sealq.engine.config import LoopConfig
-    from sealq.engine.dataset import load_passages
+def one_step(models, config, passage, tmp: Path, i: int) -> tuple[float, dict, object]:
+    """Generate one self-edit (timed, then discarded), then the public inner step on the fixed 10-line one."""
     from sealq.engine.selfedit import edit_messages
-    from sealq.engine.step import StepInput, inner_step, load_models
+    from sealq.engine.step import StepInput, inner_step
     from sealq.metrics import Score
     from sealq.vocab import Source
 
+    t0 = time.perf_counter()
+    models.runner.chat(edit_messages(passage, "implications"), max_tokens=256, temperature=0.8, top_p=0.95, seed=i)
+    stages = {"generate": time.perf_counter() - t0}
+    result = inner_step(StepInput(passage, Source.TEACHER, seed=i, baseline=Score(0.0, 0.0, 0.0), out_dir=tmp,
+                                  name=f"a{i}{config.train.precision}", text="\n".join(SELF_EDIT), prompt="bench"),
+                        models, config)
+    stages.update({row["stage"]: row["seconds"] for row in result.timings})
+    return time.perf_counter() - t0, stages, result.adapter
+
+
+def main() -> None:
+    import dataclasses
+
+    from sealq.engine.config import LoopConfig, resolve_precision
+    from sealq.engine.dataset import load_passages
+    from sealq.engine.step import load_models
+
     print(f"machine: {machine()}")
-    config = LoopConfig()
-    models = load_models(config)
+    base = LoopConfig()
+    models = load_models(base)
     passage = load_passages()[0]
-    stages: dict = {"generate": []}
-    totals = []
+    precisions = sorted({"fp32", resolve_precision("auto")})  # both where the CPU has native bf16
+    stages: dict = {p: {} for p in precisions}
+    totals: dict = {p: [] for p in precisions}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(3):
-            t0 = time.perf_counter()
-            models.runner.chat(edit_messages(passage, "implications"), max_tokens=256, temperature=0.8, top_p=0.95,
-                               seed=i)
-            stages["generate"].append(time.perf_counter() - t0)
-            # the public inner step on a given 10-line self-edit (the loop's own code path after generation)
-            result = inner_step(StepInput(passage, Source.TEACHER, seed=i, baseline=Score(0.0, 0.0, 0.0),
-                                          out_dir=Path(tmp), name=f"a{i}", text="\n".join(SELF_EDIT), prompt="bench"),
-                                models, config)
-            for row in result.timings:
-                stages.setdefault(row["stage"], []).append(row["seconds"])
-            totals.append(time.perf_counter() - t0)
-    a = result.adapter
+            for p in precisions:  # in turn, so a slow spell of the machine hits both alike
+                config = dataclasses.replace(base, train=dataclasses.replace(base.train, precision=p))
+                total, split, a = one_step(models, config, passage, Path(tmp), i)
+                totals[p].append(total)
+                for k, v in split.items():
+                    stages[p].setdefault(k, []).append(v)
     print(f"inner loop ({len(passage.context.split())}-word passage, 10-line self-edit, {a.n_sequences} sequences, "
           f"{a.train.tokens_trained} tokens trained, epochs={a.directive.epochs} r={a.directive.rank}):")
-    for k, v in stages.items():
-        print(f"  {k}: median {statistics.median(v):.2f} s")
-    median = statistics.median(totals)
-    print(f"inner loop median: {median:.1f} s (target <= 15 s)")
-    record("inner_loop", "inner step median (generate + sealq.engine.step.inner_step)", round(median, 2), "s",
-           stages={k: round(statistics.median(v), 3) for k, v in stages.items()})
+    for p in precisions:
+        median = statistics.median(totals[p])
+        print(f"  --precision {p}: median {median:.1f} s (target <= 15 s); "
+              + ", ".join(f"{k} {statistics.median(v):.2f} s" for k, v in stages[p].items()))
+        record("inner_loop", f"inner step median (generate + sealq.engine.step.inner_step), {p}", round(median, 2), "s",
+               precision=p, auto=p == resolve_precision("auto"),
+               stages={k: round(statistics.median(v), 3) for k, v in stages[p].items()})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ and the same number of steps per epoch (the Trainer's batch size is chosen so). 
 alternating; the figures are the faster run of each: trained tokens/s (padding excluded), the ratio, and
 the final loss (mean over the last epoch's steps), which must agree if both learned the same.
 
+Both precisions, where the CPU has native bfloat16 (AVX512-BF16/AMX): sealq ``fp32`` and ``bf16`` (its
+``--precision auto`` on such a CPU), the Trainer in fp32 and with ``bf16=True`` (the Trainer docs' mixed
+precision on CPU: autocast). Ratios: same precision against same precision, and each side's choice on this
+CPU (sealq ``auto`` against the Trainer in fp32, its default). Elsewhere fp32 only.
+
 Run: .venv/bin/python bench/train_vs_trainer.py   (a JSON line goes to bench/results/train_vs_trainer.jsonl)
 """
 
@@ -24,16 +29,16 @@ from _common import machine, record
 from inner_loop import self_edit_training_set
 
 
-def sealq_side(hf, seqs, tmp: Path, seed: int) -> dict:
+def sealq_side(hf, seqs, tmp: Path, seed: int, precision: str) -> dict:
     from sealq.engine.config import TrainConfig
     from sealq.engine.train import train_lora
 
-    cfg = TrainConfig()
-    r = train_lora(hf, seqs, cfg.default, cfg, tmp / f"sealq{seed}", seed=seed)
+    cfg = TrainConfig(precision=precision)
+    r = train_lora(hf, seqs, cfg.default, cfg, tmp / f"sealq{seed}{precision}", seed=seed)
     return {"tokens": r.tokens_trained, "seconds": r.seconds, "final_loss": r.final_loss, "steps": r.steps}
 
 
-def trainer_side(hf, tokenizer, seqs, steps_per_epoch: int, tmp: Path, seed: int) -> dict:
+def trainer_side(hf, tokenizer, seqs, steps_per_epoch: int, tmp: Path, seed: int, precision: str) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
@@ -46,7 +51,7 @@ def trainer_side(hf, tokenizer, seqs, steps_per_epoch: int, tmp: Path, seed: int
     model = get_peft_model(hf, lora)
     batch = math.ceil(len(seqs) / steps_per_epoch)
     args = TrainingArguments(
-        output_dir=str(tmp / f"trainer{seed}"), use_cpu=True, per_device_train_batch_size=batch,
+        output_dir=str(tmp / f"trainer{seed}{precision}"), use_cpu=True, bf16=precision == "bf16", per_device_train_batch_size=batch,
         num_train_epochs=d.epochs, learning_rate=d.lr, lr_scheduler_type="linear",
         warmup_steps=math.ceil(d.epochs * math.ceil(len(seqs) / batch) * cfg.warmup_fraction),
         weight_decay=0.0, logging_steps=1, save_strategy="no", report_to=[], seed=seed, dataloader_num_workers=0,
@@ -71,6 +76,7 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from sealq.cores import bf16_supported
     from sealq.engine.train import make_batches
     from sealq.models.hf import set_torch_threads
 
@@ -81,24 +87,33 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(model.path.parent), gguf_file=model.path.name)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     steps_per_epoch = len(make_batches(seqs, 192, random.Random(0)))
-    runs: dict = {"sealq": [], "trainer": []}
+    precisions = ("fp32", "bf16") if bf16_supported() else ("fp32",)
+    sides = [(side, p) for p in precisions for side in ("sealq", "trainer")]
+    runs: dict = {key: [] for key in sides}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in (0, 1):
-            runs["sealq"].append(sealq_side(hf, seqs, Path(tmp), seed))
-            runs["trainer"].append(trainer_side(hf, tokenizer, seqs, steps_per_epoch, Path(tmp), seed))
+        for seed in (0, 1):  # alternating, so a slow spell of the machine hits every side alike
+            for side, p in sides:
+                runs[side, p].append(sealq_side(hf, seqs, Path(tmp), seed, p) if side == "sealq" else
+                                     trainer_side(hf, tokenizer, seqs, steps_per_epoch, Path(tmp), seed, p))
     best = {k: max(v, key=lambda r: r["tokens"] / r["seconds"]) for k, v in runs.items()}
     rate = {k: b["tokens"] / b["seconds"] for k, b in best.items()}
     print(f"{len(seqs)} sequences, {sum(map(len, seqs))} tokens per epoch, {steps_per_epoch} steps per epoch")
-    for k, b in best.items():
-        print(f"  {k}: {rate[k]:.1f} tok/s ({b['tokens']} tokens in {b['seconds']:.1f} s, {b['steps']} steps), "
+    for (side, p), b in best.items():
+        print(f"  {side} {p}: {rate[side, p]:.1f} tok/s ({b['tokens']} tokens in {b['seconds']:.1f} s, {b['steps']} steps), "
               f"final loss {b['final_loss']:.3f}; every run: "
-              + ", ".join(f"{r['tokens'] / r['seconds']:.1f} tok/s loss {r['final_loss']:.3f}" for r in runs[k]))
-    ratio = rate["sealq"] / rate["trainer"]
-    print(f"sealq / Trainer: {ratio:.2f}x (target >= 2x)")
-    record("train_vs_trainer", "training tokens/s, sealq over transformers.Trainer + PEFT", round(ratio, 3), "x",
-           sealq_tok_s=round(rate["sealq"], 1), trainer_tok_s=round(rate["trainer"], 1),
-           sealq_final_loss=round(best["sealq"]["final_loss"], 4),
-           trainer_final_loss=round(best["trainer"]["final_loss"], 4), steps_per_epoch=steps_per_epoch)
+              + ", ".join(f"{r['tokens'] / r['seconds']:.1f} tok/s loss {r['final_loss']:.3f}" for r in runs[side, p]))
+    extra = {f"{side}_{p}_tok_s": round(rate[side, p], 1) for side, p in sides}
+    extra.update({f"{side}_{p}_final_loss": round(best[side, p]["final_loss"], 4) for side, p in sides})
+    for p in precisions:
+        ratio = rate["sealq", p] / rate["trainer", p]
+        print(f"sealq / Trainer, both {p}: {ratio:.2f}x")
+        record("train_vs_trainer", f"training tokens/s, sealq over transformers.Trainer + PEFT, both {p}",
+               round(ratio, 3), "x", steps_per_epoch=steps_per_epoch, **extra)
+    auto = precisions[-1]
+    ratio = rate["sealq", auto] / rate["trainer", "fp32"]
+    print(f"sealq --precision auto ({auto}) / Trainer (fp32, its default): {ratio:.2f}x (target >= 2x)")
+    record("train_vs_trainer", "training tokens/s, sealq --precision auto over transformers.Trainer + PEFT (fp32)",
+           round(ratio, 3), "x", sealq_precision=auto, steps_per_epoch=steps_per_epoch, **extra)
 
 
 if __name__ == "__main__":

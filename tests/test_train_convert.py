@@ -126,11 +126,14 @@ def test_convert_cli_and_gguf_dump(trained, tmp_path):
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
 def test_bf16_training_learns_what_fp32_learns(trained, hf_model, runner, passages, tmp_path):
     """--precision bf16: the same sequences, seed and steps as the fp32 fixture; the loss curve follows
-    fp32's (bf16 rounds the frozen base's matmuls, so close, not equal) and the LoRA stays fp32."""
+    fp32's (bf16 rounds the frozen base's matmuls, so close, not equal), the LoRA stays fp32, and the shared
+    base model comes back exactly as it was (fp32 weights, its class's forwards)."""
     import torch
 
     fp32, _ = trained
     seqs = [runner.tokenize(t) for t in training_texts(passages[0], ["The Varnholt lamp flashes green every nine seconds."])]
+    linears = [m for m in hf_model.modules() if isinstance(m, torch.nn.Linear)]
+    before = [m.weight.detach().clone() for m in linears[:3]] + [linears[-1].weight.detach().clone()]
     res = train_lora(hf_model, seqs, Directive(epochs=2, lr=1e-3, rank=4), TrainConfig(precision="bf16"),
                      tmp_path / "bf16", seed=0)
     assert res.steps == fp32.steps and res.losses != fp32.losses  # bf16 really ran
@@ -140,3 +143,29 @@ def test_bf16_training_learns_what_fp32_learns(trained, hf_model, runner, passag
     from safetensors.torch import load_file
 
     assert {t.dtype for t in load_file(res.adapter_dir / "adapter_model.safetensors").values()} == {torch.float32}
+    assert all("forward" not in vars(m) and m.weight.dtype == torch.float32 for m in linears)
+    assert all(torch.equal(a, m.weight) for a, m in zip(before, linears[:3] + linears[-1:]))
+
+
+def test_frozen_linears_in_bf16_multiply_in_bf16_and_come_back():
+    """Inside the block a frozen linear's output is its bf16 product (cast back to the input's dtype); a
+    trainable one (a LoRA A/B) is untouched; on exit the class's forward is back, also after an error."""
+    import torch
+
+    from sealq.engine.train import frozen_linears_in_bf16
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 8, bias=False))
+    model[0].requires_grad_(False)
+    x = torch.randn(5, 64)
+    fp32 = model[0](x)
+    bf16 = torch.nn.functional.linear(x.bfloat16(), model[0].weight.bfloat16(), model[0].bias.bfloat16()).float()
+    with frozen_linears_in_bf16(model) as n:
+        assert n == 1
+        y = model[0](x)
+        assert y.dtype == torch.float32 and torch.equal(y, bf16) and not torch.equal(y, fp32)
+        assert "forward" not in vars(model[1])
+    assert "forward" not in vars(model[0]) and torch.equal(model[0](x), fp32)
+    with pytest.raises(RuntimeError), frozen_linears_in_bf16(model):
+        raise RuntimeError("boom")
+    assert "forward" not in vars(model[0])

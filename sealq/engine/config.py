@@ -107,8 +107,9 @@ class TrainConfig:
         warmup_fraction: share of steps with linear warm-up.
         threads: torch intra-op threads (0: before each training, the usable cores minus those other
             processes keep busy, :func:`sealq.cores.training_threads`).
-        precision: ``fp32``, or ``bf16``: the frozen base's forward under ``torch.autocast`` in bfloat16
-            (LoRA weights, gradients and optimizer state stay fp32); only on a CPU with native bf16
+        precision: ``fp32``, or ``bf16``: the frozen base's matmuls in bfloat16
+            (:func:`sealq.engine.train.frozen_linears_in_bf16`; LoRA weights, gradients, optimizer state,
+            norms, attention and the loss stay fp32); only on a CPU with native bf16
             (:func:`sealq.cores.bf16_supported`). ``--precision auto`` picks it where the CPU has it.
     """
 
