@@ -1,7 +1,8 @@
 """Benchmark 9: LoRA training on a busy machine. Training tokens/s alone and next to one competing
 CPU-bound process (a Python busy loop, one core's worth), with each torch thread count from 1 to the
 usable cores, and with the count sealq picks by default (``TrainConfig(threads=0)``: the usable cores minus
-those other processes keep busy, sampled before each training, :func:`sealq.cores.training_threads`).
+those other processes keep busy, sampled before each training, :func:`sealq.cores.training_threads`), at
+the CLI's default precision (``auto``: bf16 where the CPU has it).
 
 The figure is the slowdown next to the competitor with sealq's default threads against the best alone:
 a fair share of 2 cores for 2 processes is 2x; the target is <= 2.5x (not the 5-20x that oversubscribed,
@@ -27,10 +28,11 @@ def train_rate(hf, seqs, threads: int, tmp: Path, tag: str) -> tuple[float, int]
     (0: sealq's own choice), and the thread count used."""
     import torch
 
-    from sealq.engine.config import Directive, TrainConfig
+    from sealq.engine.config import Directive, TrainConfig, resolve_precision
     from sealq.engine.train import train_lora
 
-    r = train_lora(hf, seqs, Directive(epochs=2), TrainConfig(threads=threads), tmp / tag, seed=0)
+    config = TrainConfig(threads=threads, precision=resolve_precision("auto"))  # the CLI's default precision
+    r = train_lora(hf, seqs, Directive(epochs=2), config, tmp / tag, seed=0)
     return r.tokens_trained / r.seconds, torch.get_num_threads()
 
 

@@ -2,7 +2,8 @@
 
 Times ``sealq convert`` of a 7-target r16 adapter against llama.cpp's own ``convert_lora_to_gguf.py`` on
 the same adapter (from the llama-cpp-python 0.3.36 source distribution, ``vendor/llama.cpp/``), and
-``sealq ask``, ``sealq runs`` and ``sealq --help``; median of 3, the commands run in turn. Prints one
+``sealq ask``, ``sealq runs`` and ``sealq --help``, and a bare ``import peft`` (the part of ``sealq
+convert`` that PEFT's own config parsing costs); median of 3, the commands run in turn. Prints one
 line per figure and appends each to ``bench/results/startup.jsonl``.
 
 Run: .venv/bin/python bench/startup.py   (the upstream script and ``sentencepiece``, which it imports, are
@@ -71,6 +72,8 @@ def main() -> None:
         "sealq ask": [sealq, "ask", "Who was the last keeper of the Varnholt Lighthouse?"],
         "sealq runs": [sealq, "runs", "--workspace", str(tmp / "ws")],
         "sealq --help": [sealq, "--help"],
+        # what PEFT's own import costs (sealq convert parses adapter_config.json with PEFT): the bound of convert
+        "python -c 'import peft'": [sys.executable, "-c", "import peft"],
     }
     times = {name: [] for name in commands}
     for _ in range(3):  # in turn, so a slow spell of the machine hits every command alike
