@@ -177,7 +177,7 @@ def _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng)
 
     model = get_peft_model(base_model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel for all LoRA tensors' AdamW update (measured ~10% of a step faster than the default)
+    # fused: one kernel for all LoRA tensors' AdamW update (measured ~8% faster under bf16, within noise in fp32)
     optimizer = torch.optim.AdamW(params, lr=directive.lr, weight_decay=0.0, fused=True)
     n_batches = len(make_batches(sequences, config.batch_tokens, random.Random(0)))
     total = directive.epochs * n_batches
