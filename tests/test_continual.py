@@ -147,8 +147,11 @@ def _stack_logits(runner, hf, ids, ends):
 
 def test_stacked_adapters_equal_merged_weights(continual_run, f32_base, hf_model):
     """The run records, per model state, llama.cpp's logit change (stacked GGUF adapters, on the Q4_1 base)
-    against the training model's (LoRAs merged): present and close (quantization noise on 1-epoch updates).
-    Then here, on the F32 base, each state after one and after two updates must match exactly, and a wrong
+    against the training model's (LoRAs merged): present and close. Close is wide because llama.cpp quantizes
+    the activations (Q8_1) in front of every Q4_1 product, noise of a fixed size against a 1-epoch update:
+    over the 2 x 3 states of this command on an AVX-512 Xeon the correlation was 0.86-0.99 (fp32 training)
+    and 0.78-0.98 (bf16), the scale 0.90-1.18 and 0.84-1.21; the known wrong scales (alpha/r twice over,
+    rsLoRA's sqrt(r) = 4) are 2x and more. Then here, on the F32 base, each state after one and after two updates must match exactly, and a wrong
     stack (only the last adapter) must not."""
     from sealq.engine.step import merge_into_training_model
     from sealq.models.llama import LlamaRunner
@@ -159,7 +162,7 @@ def test_stacked_adapters_equal_merged_weights(continual_run, f32_base, hf_model
     states = list(db.query("select * from continual_models where history != ''"))
     assert {s["history"] for s in states} >= {"0", "0,1"}  # the none gate accepts both updates
     for s in states:
-        assert s["parity_corr"] >= 0.85 and abs(s["parity_scale"] - 1) < 0.2, s
+        assert s["parity_corr"] >= 0.7 and 1 / 1.4 < s["parity_scale"] < 1.4, s
     assert summary["parity"]["model_states"] == len(states)
 
     runner = LlamaRunner(resolve_model(str(f32_base)), n_ctx=512, seed=0)

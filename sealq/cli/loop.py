@@ -206,7 +206,7 @@ def _training_options(epochs: str, lr: str, rank: str):
         click.option("--epochs", type=int, default=Directive.epochs, show_default=True, help=epochs),
         click.option("--lr", type=float, default=Directive.lr, show_default=True, help=lr),
         click.option("--rank", type=int, default=Directive.rank, show_default=True, help=rank),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                      help="LoRA training: bf16 runs the frozen base's matmuls in bfloat16 (CPUs with AVX512-BF16 or "
                           "AMX; LoRA weights, optimizer, attention and loss stay fp32); auto picks bf16 where the "
                           "CPU has it, else fp32. The run records what it used."),
