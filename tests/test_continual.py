@@ -151,8 +151,8 @@ def test_stacked_adapters_equal_merged_weights(continual_run, f32_base, hf_model
     the activations (Q8_1) in front of every Q4_1 product, noise of a fixed size against a 1-epoch update:
     over the 2 x 3 states of this command on an AVX-512 Xeon the correlation was 0.86-0.99 (fp32 training)
     and 0.78-0.98 (bf16), the scale 0.90-1.18 and 0.84-1.21; the known wrong scales (alpha/r twice over,
-    rsLoRA's sqrt(r) = 4) are 2x and more. Then here, on the F32 base, each state after one and after two updates must match exactly, and a wrong
-    stack (only the last adapter) must not."""
+    rsLoRA's sqrt(r) = 4) are 2x and more. Then here, on the F32 base, each state after one and after two
+    updates must match exactly, and a wrong stack (only the last adapter) must not."""
     from sealq.engine.step import merge_into_training_model
     from sealq.models.llama import LlamaRunner
     from sealq.models.registry import resolve_model
