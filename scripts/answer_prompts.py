@@ -21,14 +21,14 @@ from pathlib import Path
 
 from sealq.analysis.stats import cluster_bootstrap, format_interval, paired_difference
 from sealq.engine.answer import qa_messages
-from sealq.engine.config import LoopConfig
+from sealq.engine.config import EvalConfig, LoopConfig
 from sealq.engine.selection import select_passages
 from sealq.metrics import score
 from sealq.models.llama import LlamaRunner
 from sealq.models.registry import resolve_model
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-dev"
-MAX_TOKENS = 24
+MAX_TOKENS = EvalConfig().max_tokens  # the loop's answer budget
 INSTRUCTION = "Answer the question with a short phrase."
 SPAN = "Answer with the shortest phrase that answers the question (a name, number, date or a few words), not a sentence."
 # worked examples on an invented passage (no SQuAD text, so nothing of the dev set leaks into the prompt)
@@ -45,7 +45,8 @@ def _block(title: str, context: str, ctx: bool) -> str:
 
 
 def _turns(examples, instruction: str):
-    """A prompt of worked-example chat turns (user question, assistant answer) before the real question."""
+    """A prompt of worked-example chat turns (user question, assistant answer) before the real question;
+    no examples: the instruction and the question alone."""
     def build(p, q, ctx):
         msgs = []
         for eq, ea in examples:
@@ -64,7 +65,7 @@ def _inline(p, q, ctx):
 
 PROMPTS = {
     "short-phrase": lambda p, q, ctx: qa_messages(p, q, ctx),
-    "span": lambda p, q, ctx: [{"role": "user", "content": _block(p.title, p.context, ctx) + f"{SPAN}\nQuestion: {q.question}"}],
+    "span": _turns([], SPAN),
     "few-shot-2": _turns(EXAMPLE_QA[:2], INSTRUCTION),
     "few-shot-2-span": _turns(EXAMPLE_QA[:2], SPAN),
     "few-shot-3": _turns(THREE, INSTRUCTION),
