@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sealq.engine.config import (EDIT_TYPES, Directive, DirectiveBounds, EvalConfig, LoopConfig, PolicyConfig,
+from sealq.engine.config import (EDIT_TYPES, LOOP_EDIT_TYPES, Directive, DirectiveBounds, EvalConfig, LoopConfig, PolicyConfig,
                                  SelfEditConfig, TrainConfig)
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS
@@ -24,7 +24,7 @@ SELFEDIT_ERRORS = [
     (dict(k=-1), "--k must be at least 1, got -1"),
     (dict(edit_types=()), "--edit-type: at least one edit type is needed"),
     (dict(edit_types=("rewrite", "poem")),
-     "--edit-type: unknown edit type 'poem' (choose from implications, rewrite, self-qa)"),
+     "--edit-type: unknown edit type 'poem' (choose from implications, implications-long, implications-very-long, rewrite, self-qa)"),
     (dict(temperature=-0.5), "--temperature must be in [0, 5], got -0.5"),
     (dict(temperature=5.5), "--temperature must be in [0, 5], got 5.5"),
     (dict(top_p=0), "--top-p must be in (0, 1], got 0"),
@@ -126,7 +126,9 @@ def test_valid_configs_are_accepted():
 
 def test_defaults():
     c = LoopConfig()
-    assert c.selfedit.edit_types == EDIT_TYPES and c.train.targets == LINEAR_TARGETS
+    assert c.selfedit.edit_types == LOOP_EDIT_TYPES == ("implications", "rewrite", "self-qa")
+    assert c.train.targets == LINEAR_TARGETS
+    assert set(LOOP_EDIT_TYPES) < set(EDIT_TYPES)
     assert c.rounds == 0 and c.seeds == 1 and not c.passage_only and c.teacher is None
     assert SelfEditConfig(edit_types=["rewrite"]).edit_types == ("rewrite",)  # a list from JSON or click
 

@@ -1,5 +1,6 @@
 """Splitting self-edits into training items, and SEAL's training sequences."""
 
+from sealq.engine.config import EDIT_TYPES
 from sealq.engine.dataset import Passage, Question
 from sealq.engine.selfedit import PROMPTS, edit_messages, split_items, training_texts
 
@@ -32,6 +33,7 @@ def test_training_texts_follow_seal():
 
 
 def test_prompts_contain_the_passage():
+    assert tuple(PROMPTS) == EDIT_TYPES  # one prompt per edit type the CLI accepts, and no other
     for edit_type in PROMPTS:
         (msg,) = edit_messages(P, edit_type)
         assert msg["role"] == "user" and P.context in msg["content"] and P.title in msg["content"]
@@ -61,3 +63,10 @@ def test_copied_ngram_share_hand_worked():
     assert copied_ngram_share("zeta eta theta iota kappa", passage) == 0.0
     assert copied_ngram_share("alpha beta gamma", passage) == 0.0  # fewer words than n
     assert copied_ngram_share("alpha beta gamma", passage, n=2) == 1.0
+
+
+def test_long_implication_lists_split_like_implications():
+    text = "1. The quellberry is purple.\n2. It grows in valleys of Ostrava.\n3. Vesk is made from it."
+    for edit_type in ("implications-long", "implications-very-long"):
+        assert split_items(text, edit_type, 10) == split_items(text, "implications", 10)
+        assert "long list of implications" in edit_messages(P, edit_type)[0]["content"]

@@ -14,7 +14,7 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
+from sealq.engine.config import (EDIT_TYPES, LOOP_EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
                                  SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
@@ -243,7 +243,7 @@ _restem_options = _options(
 @cli.command()
 @_input_options(data="Default: the bundled 8 invented passages.", passages="Use only the first N passages.",
                 k="Self-edits sampled per passage (best-of-K).")
-@_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). Default: all three.")
+@_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). Default: implications, rewrite, self-qa.")
 @_run_options(workspace="runs.db and adapters go")
 @click.option("--directives", type=click.Choice(["model", "off"]), default="model", show_default=True,
               help="'model': each self-edit carries a model-written directive; 'off': the default directive for all.")
@@ -277,7 +277,7 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
     # ReST-EM-only options without --rounds are refused by LoopConfig itself (a SealqError: one line, exit 2)
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,
-        selfedit=SelfEditConfig(k=k, edit_types=edit_types or EDIT_TYPES, temperature=temperature, top_p=top_p,
+        selfedit=SelfEditConfig(k=k, edit_types=edit_types or LOOP_EDIT_TYPES, temperature=temperature, top_p=top_p,
                                 directives=directives),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(), rounds=rounds,
         holdout=holdout, holdout_fraction=holdout_fraction, holdout_passages=holdout_passages,

@@ -12,7 +12,7 @@ from sealq.cores import bf16_supported
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS, GateKind
 
-__all__ = ["EDIT_TYPES", "PRECISIONS", "resolve_precision", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
+__all__ = ["EDIT_TYPES", "LOOP_EDIT_TYPES", "PRECISIONS", "resolve_precision", "Directive", "DirectiveBounds", "SelfEditConfig", "TrainConfig", "EvalConfig", "PolicyConfig",
            "LoopConfig", "ScaleConfig", "Gate", "ContinualConfig", "LearnConfig"]
 
 #: Training precisions; ``auto`` resolves to ``bf16`` where the CPU has native bfloat16, else ``fp32``.
@@ -27,8 +27,12 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-#: Self-edit types (SEAL sec. 3.2 uses "implications"; rewrite and self-QA are the paper's appendix variants).
-EDIT_TYPES = ("implications", "rewrite", "self-qa")
+#: Self-edit types: the keys of :data:`sealq.engine.selfedit.PROMPTS`. SEAL sec. 3.2 uses "implications"; the
+#: long and very-long lists, rewrite and self-QA are the prompts of the paper's appendix (Table 6).
+EDIT_TYPES = ("implications", "implications-long", "implications-very-long", "rewrite", "self-qa")
+
+#: ``sealq loop``'s default mix: the K samples of a passage cycle through these.
+LOOP_EDIT_TYPES = ("implications", "rewrite", "self-qa")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -75,7 +79,7 @@ class SelfEditConfig:
     """
 
     k: int = 3
-    edit_types: tuple[str, ...] = EDIT_TYPES
+    edit_types: tuple[str, ...] = LOOP_EDIT_TYPES
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 256

@@ -1,8 +1,8 @@
 """Self-edit generation: the model writes its own training data for a passage, plus a directive.
 
 SEAL (Zweiger et al. 2025, sec. 3.2 and appendix B) prompts the model to turn a passage into synthetic
-training data, most often a list of *implications*; sealq also offers a *rewrite* and *self-QA*
-(question-answer pairs) prompt. Each self-edit is split into items; every item becomes its own training
+training data, most often a list of *implications* (also a *long* and a *very long* list, appendix Table 6);
+sealq also offers a *rewrite* and *self-QA* (question-answer pairs) prompt. Each self-edit is split into items; every item becomes its own training
 sequence prefixed with the title, and the passage itself is one more sequence (SEAL's
 "passage + self-edit" condition).
 
@@ -22,6 +22,17 @@ __all__ = ["PROMPTS", "DIRECTIVE_PROMPT", "edit_messages", "directive_messages",
 PROMPTS = {
     "implications": (
         "Let's read the following passage and produce a list of implications derived directly or "
+        "indirectly from the content. Write one implication per line.\n\n"
+        "Passage:\n{title}\n{context}\n\nImplications:"
+    ),
+    # SEAL's appendix prompts for longer lists (Table 6), with sealq's one-item-per-line request.
+    "implications-long": (
+        "Let's read the following passage and produce a long list of implications derived directly or "
+        "indirectly from the content. Write one implication per line.\n\n"
+        "Passage:\n{title}\n{context}\n\nImplications:"
+    ),
+    "implications-very-long": (
+        "Let's read the following passage and produce a very long list of implications derived directly or "
         "indirectly from the content. Write one implication per line.\n\n"
         "Passage:\n{title}\n{context}\n\nImplications:"
     ),
