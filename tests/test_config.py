@@ -31,6 +31,8 @@ SELFEDIT_ERRORS = [
     (dict(top_p=1.5), "--top-p must be in (0, 1], got 1.5"),
     (dict(max_tokens=15), "self-edit max_tokens must be >= 16, got 15"),
     (dict(directives="on"), "--directives must be 'model' or 'off', got 'on'"),
+    (dict(min_grounding=-0.1), "--min-grounding must be in [0, 1], got -0.1"),
+    (dict(min_grounding=1.5), "--min-grounding must be in [0, 1], got 1.5"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from sealq.engine.config import EDIT_TYPES
 from sealq.engine.dataset import Passage, Question
-from sealq.engine.selfedit import PROMPTS, edit_messages, split_items, training_texts
+from sealq.engine.selfedit import PROMPTS, edit_messages, grounding, split_items, training_texts
 
 P = Passage("Quellberry", "The quellberry is a purple fruit.", (Question("Colour?", ("purple",)),))
 
@@ -70,3 +70,23 @@ def test_long_implication_lists_split_like_implications():
     for edit_type in ("implications-long", "implications-very-long"):
         assert split_items(text, edit_type, 10) == split_items(text, "implications", 10)
         assert "long list of implications" in edit_messages(P, edit_type)[0]["content"]
+
+
+GROUNDED = "The quellberry is a purple fruit."
+INVENTED = "Quellberries cure headaches in winter."
+PLUMS = "Plums are purple fruit too."
+
+
+def test_grounding_is_the_share_of_an_items_words_in_the_passage():
+    assert grounding(GROUNDED, P.context) == 1.0
+    assert grounding(INVENTED, P.context) == 0.0
+    assert grounding(PLUMS, P.context) == 0.4  # "purple" and "fruit" of its 5 words
+    assert grounding("", P.context) == 0.0
+
+
+def test_min_grounding_drops_ungrounded_items_before_the_cap():
+    text = "\n".join([INVENTED, PLUMS, GROUNDED])
+    assert split_items(text, "implications", 10) == [INVENTED, PLUMS, GROUNDED]  # off by default
+    assert split_items(text, "implications", 10, P.context, min_grounding=0.4) == [PLUMS, GROUNDED]
+    assert split_items(text, "implications", 1, P.context, min_grounding=0.5) == [GROUNDED]
+    assert split_items(text, "rewrite", 10, P.context, min_grounding=1.0) == [GROUNDED]

@@ -186,8 +186,13 @@ def _input_options(data: str, passages: str, k: str):
 
 
 def _edit_type_option(help: str):
-    """--edit-type (repeatable)."""
-    return click.option("--edit-type", "edit_types", type=click.Choice(EDIT_TYPES), multiple=True, help=help)
+    """--edit-type (repeatable), --min-grounding."""
+    return _options(
+        click.option("--edit-type", "edit_types", type=click.Choice(EDIT_TYPES), multiple=True, help=help),
+        click.option("--min-grounding", type=float, default=SelfEditConfig.min_grounding, show_default=True,
+                     help="Drop a self-edit item when less than this share of its words occur in the passage "
+                          "(0: keep every item)."),
+    )
 
 
 def _run_options(workspace: str):
@@ -257,7 +262,7 @@ _restem_options = _options(
 @click.option("--resume", "resume", metavar="RUN",
               help="Continue an interrupted run (id, prefix or 'latest') with its stored settings; other options are ignored.")
 @_json_option("summary")
-def loop(data, passages, k, edit_types, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
+def loop(data, passages, k, edit_types, min_grounding, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
          keep_adapters, rounds, holdout, holdout_fraction, holdout_passages, policy_epochs, policy_lr, policy_rank,
          workers, threads_per_worker, ray_address, resume, as_json):
     """Run the SEAL inner loop: baseline, self-edits, LoRA per self-edit, evaluation, best-of-K.
@@ -278,7 +283,7 @@ def loop(data, passages, k, edit_types, model, seed, workspace, directives, epoc
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or LOOP_EDIT_TYPES, temperature=temperature, top_p=top_p,
-                                directives=directives),
+                                directives=directives, min_grounding=min_grounding),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(), rounds=rounds,
         holdout=holdout, holdout_fraction=holdout_fraction, holdout_passages=holdout_passages,
         policy=PolicyConfig(epochs=policy_epochs, lr=policy_lr, rank=policy_rank),
@@ -375,7 +380,7 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
                    rank="LoRA rank, alpha = 2 x rank (every condition).")
 @_scale_options
 @_json_option("table")
-def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace, epochs, lr, rank, precision,
+def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, model, seed, workspace, epochs, lr, rank, precision,
           workers, threads_per_worker, ray_address, as_json):
     """The SEAL comparison table: base, ceiling, LoRA on passage, passage + self-edit (mean and best-of-K),
     passage + teacher self-edit; EM, F1 and contains with 95% passage-bootstrap intervals.
@@ -390,7 +395,8 @@ def eval_(data, passages, k, teacher, seeds, edit_types, model, seed, workspace,
 
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, seeds=seeds, passage_only=True, teacher=teacher,
-        selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off"),
+        selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off",
+                                min_grounding=min_grounding),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
     scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)

@@ -76,6 +76,9 @@ class SelfEditConfig:
         max_tokens: token budget of one self-edit.
         max_items: training items kept from one self-edit (lines / Q-A pairs / rewrite paragraphs).
         directives: "model" lets the model write each directive; "off" uses the default for all.
+        min_grounding: drop a model-written item when less than this share of its words occur in the
+            passage (:func:`sealq.engine.selfedit.grounding`); 0 keeps every item. Teacher texts are
+            not filtered.
     """
 
     k: int = 3
@@ -85,6 +88,7 @@ class SelfEditConfig:
     max_tokens: int = 256
     max_items: int = 12
     directives: str = "model"
+    min_grounding: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "edit_types", tuple(self.edit_types))  # a list from JSON or click
@@ -95,6 +99,7 @@ class SelfEditConfig:
         _check(0 <= self.temperature <= 5, f"--temperature must be in [0, 5], got {self.temperature}")
         _check(0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}")
         _check(self.max_tokens >= 16, f"self-edit max_tokens must be >= 16, got {self.max_tokens}")
+        _check(0 <= self.min_grounding <= 1, f"--min-grounding must be in [0, 1], got {self.min_grounding}")
         _check(self.directives in ("model", "off"), f"--directives must be 'model' or 'off', got {self.directives!r}")
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 
 from sealq.engine.dataset import Passage
+from sealq.metrics import copied_ngram_share
 
-__all__ = ["PROMPTS", "DIRECTIVE_PROMPT", "edit_messages", "directive_messages", "split_items",
+__all__ = ["PROMPTS", "DIRECTIVE_PROMPT", "edit_messages", "directive_messages", "split_items", "grounding",
            "training_texts"]
 
 PROMPTS = {
@@ -77,12 +78,24 @@ def _clean(line: str, letters: bool) -> str:
     return line.replace("**", "").strip()
 
 
-def split_items(text: str, edit_type: str, max_items: int) -> list[str]:
+def grounding(item: str, context: str) -> float:
+    """How grounded a self-edit item is in its passage: the share of the item's words (SQuAD-normalized)
+    that occur in the passage (:func:`sealq.metrics.copied_ngram_share` with n = 1). A faithful paraphrase
+    keeps most names, numbers and nouns; an invented claim brings words the passage does not have.
+
+    Returns:
+        A fraction in [0, 1]; 0.0 for an item without words.
+    """
+    return copied_ngram_share(item, context, n=1)
+
+
+def split_items(text: str, edit_type: str, max_items: int, context: str = "", min_grounding: float = 0.0) -> list[str]:
     """Split a self-edit into training items.
 
     implications/rewrite: one item per non-empty line (bullets and numbering removed, headers dropped).
     self-qa: one item per ``Q: ... A: ...`` pair; lines outside a pair are kept as plain items.
-    Items under 3 words and repeats are dropped; at most ``max_items`` are kept.
+    Items under 3 words and repeats are dropped, and with ``min_grounding`` > 0 the items whose
+    :func:`grounding` in ``context`` (the passage) is below it; then at most ``max_items`` are kept.
 
     Returns:
         The items, possibly empty (an empty self-edit is recorded and skipped by the loop).
@@ -106,7 +119,7 @@ def split_items(text: str, edit_type: str, max_items: int) -> list[str]:
     seen, kept = set(), []
     for item in items:
         norm = " ".join(item.lower().split())
-        if len(item.split()) < 3 or norm in seen:
+        if len(item.split()) < 3 or norm in seen or (min_grounding > 0 and grounding(item, context) < min_grounding):
             continue
         seen.add(norm)
         kept.append(item)

@@ -240,7 +240,7 @@ def _write(inp: StepInput, runner, config: LoopConfig, timer: Timer) -> SelfEdit
     with timer("generate_self_edit"):
         gen = runner.chat(messages, max_tokens=sc.max_tokens, temperature=sc.temperature, top_p=sc.top_p, seed=inp.seed)
     kill_point("generate")
-    items = split_items(gen.text, inp.edit_type, sc.max_items)
+    items = split_items(gen.text, inp.edit_type, sc.max_items, inp.passage.context, sc.min_grounding)
     raw = None
     if sc.directives == "model" and items:
         with timer("generate_directive"):
