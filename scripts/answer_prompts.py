@@ -63,6 +63,13 @@ def _inline(p, q, ctx):
              + _block(*EXAMPLE, ctx) + f"{ex}\n\n" + _block(p.title, p.context, ctx) + f"Q: {q.question}\nA:"}]
 
 
+def _examples_with_passage(p, q, ctx):
+    """``few-shot-3`` whose worked examples always show their own passage, also when the real question comes
+    without one: the examples then teach the answer format by reading, not answers to copy."""
+    msgs = _turns(THREE, INSTRUCTION)(p, q, True)
+    return msgs[:-1] + [{"role": "user", "content": _block(p.title, p.context, ctx) + f"{INSTRUCTION}\nQuestion: {q.question}"}]
+
+
 PROMPTS = {
     "short-phrase": lambda p, q, ctx: qa_messages(p, q, ctx),
     "span": _turns([], SPAN),
@@ -70,6 +77,7 @@ PROMPTS = {
     "few-shot-2-span": _turns(EXAMPLE_QA[:2], SPAN),
     "few-shot-3": _turns(THREE, INSTRUCTION),
     "inline-3": _inline,
+    "few-shot-3-ex-passage": _examples_with_passage,
 }
 
 
@@ -93,13 +101,15 @@ def _groups(rows, name, ctx, metric, n):
 
 
 def _report(rows, names, n):
+    answered = {(r["prompt"], r["with_passage"]) for r in rows}
     for ctx in (True, False):
         print(f"\n{'ceiling (passage in prompt)' if ctx else 'baseline (no passage)'}:")
-        for name in names:
+        names_here = [x for x in names if (x, ctx) in answered]
+        for name in names_here:
             cells = [format_interval(cluster_bootstrap(_groups(rows, name, ctx, m, n)).as_dict()) for m in ("contains", "em", "f1")]
             words = [len(r["answer"].split()) for r in rows if r["prompt"] == name and r["with_passage"] == ctx]
             print(f"  {name:16s} contains {cells[0]}  EM {cells[1]}  F1 {cells[2]}  words {sum(words) / len(words):.1f}")
-        for name in names[1:] if names[0] == "short-phrase" else []:
+        for name in names_here[1:] if names_here[:1] == ["short-phrase"] else []:
             d = [format_interval(paired_difference(_groups(rows, name, ctx, m, n), _groups(rows, "short-phrase", ctx, m, n)).as_dict(), signed=True)
                  for m in ("contains", "em", "f1")]
             print(f"  {name} - short-phrase: contains {d[0]}  EM {d[1]}  F1 {d[2]}")
@@ -111,6 +121,8 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=50)
     ap.add_argument("--prompt", action="append", choices=list(PROMPTS))
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--condition", choices=["both", "ceiling", "baseline"], default="both",
+                    help="answer with the passage (ceiling), without (baseline) or both")
     a = ap.parse_args()
     names = a.prompt or list(PROMPTS)
     if "short-phrase" in names:
@@ -125,7 +137,7 @@ def main() -> None:
         a.out.write_text("".join(json.dumps(r) + "\n" for r in rows if (r["prompt"], r["with_passage"]) in done))
     runner = LlamaRunner(resolve_model("smollm2-135m"), n_ctx=2048, seed=0, threads=a.threads)
     for name in names:
-        for ctx in (True, False):
+        for ctx in {"both": (True, False), "ceiling": (True,), "baseline": (False,)}[a.condition]:
             if (name, ctx) not in done:
                 _answer(runner, passages, name, ctx, a.out)
     rows = [json.loads(x) for x in a.out.read_text().splitlines()]
