@@ -103,6 +103,7 @@ def test_table_prints_like_the_paper(eval_run, tmp_path):
         (["--seeds", "0"], "--seeds must be at least 1"),
         (["--teacher", "/nonexistent.json"], "cannot read teacher file"),
         (["--min-grounding", "1.5"], "--min-grounding must be in [0, 1], got 1.5"),
+        (["--temperature", "9"], "--temperature must be in [0, 5], got 9.0"),
     ],
 )
 def test_eval_bad_options(args, message):

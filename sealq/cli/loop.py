@@ -195,6 +195,12 @@ def _edit_type_option(help: str):
     )
 
 
+_sampling_options = _options(
+    click.option("--temperature", type=float, default=SelfEditConfig.temperature, show_default=True, help="Self-edit sampling temperature."),
+    click.option("--top-p", type=float, default=SelfEditConfig.top_p, show_default=True, help="Self-edit nucleus sampling threshold."),
+)
+
+
 def _run_options(workspace: str):
     """--model, --seed, --workspace."""
     return _options(
@@ -254,8 +260,7 @@ _restem_options = _options(
               help="'model': each self-edit carries a model-written directive; 'off': the default directive for all.")
 @_training_options(epochs="Default directive: epochs.", lr="Default directive: learning rate.",
                    rank="Default directive: LoRA rank (alpha = 2 x rank).")
-@click.option("--temperature", type=float, default=SelfEditConfig.temperature, show_default=True, help="Self-edit sampling temperature.")
-@click.option("--top-p", type=float, default=SelfEditConfig.top_p, show_default=True, help="Self-edit nucleus sampling threshold.")
+@_sampling_options
 @click.option("--keep-adapters", is_flag=True, help="Keep every adapter, not only each passage's best.")
 @_restem_options
 @_scale_options
@@ -375,12 +380,13 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Repeat every trained condition with seeds SEED, SEED+1, ... (self-edits resampled, LoRAs re-initialized).")
 @_edit_type_option("Self-edit prompt(s). Default: implications (the paper's row).")
+@_sampling_options
 @_run_options(workspace="runs.db goes")
 @_training_options(epochs="Training epochs (every condition).", lr="Peak learning rate (every condition).",
                    rank="LoRA rank, alpha = 2 x rank (every condition).")
 @_scale_options
 @_json_option("table")
-def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, model, seed, workspace, epochs, lr, rank, precision,
+def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, temperature, top_p, model, seed, workspace, epochs, lr, rank, precision,
           workers, threads_per_worker, ray_address, as_json):
     """The SEAL comparison table: base, ceiling, LoRA on passage, passage + self-edit (mean and best-of-K),
     passage + teacher self-edit; EM, F1 and contains with 95% passage-bootstrap intervals.
@@ -396,7 +402,7 @@ def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, model, s
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, seeds=seeds, passage_only=True, teacher=teacher,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off",
-                                min_grounding=min_grounding),
+                                temperature=temperature, top_p=top_p, min_grounding=min_grounding),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
     scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
