@@ -44,13 +44,14 @@ def _block(title: str, context: str, ctx: bool) -> str:
     return f"Passage:\n{title}\n{context}\n\n" if ctx else ""
 
 
-def _turns(examples, instruction: str):
+def _turns(examples, instruction: str, examples_keep_passage: bool = False):
     """A prompt of worked-example chat turns (user question, assistant answer) before the real question;
-    no examples: the instruction and the question alone."""
+    no examples: the instruction and the question alone. ``examples_keep_passage``: the examples show their
+    passage also when the real question comes without one."""
     def build(p, q, ctx):
         msgs = []
         for eq, ea in examples:
-            msgs += [{"role": "user", "content": _block(*EXAMPLE, ctx) + f"{instruction}\nQuestion: {eq}"},
+            msgs += [{"role": "user", "content": _block(*EXAMPLE, ctx or examples_keep_passage) + f"{instruction}\nQuestion: {eq}"},
                      {"role": "assistant", "content": ea}]
         return msgs + [{"role": "user", "content": _block(p.title, p.context, ctx) + f"{instruction}\nQuestion: {q.question}"}]
     return build
@@ -63,13 +64,6 @@ def _inline(p, q, ctx):
              + _block(*EXAMPLE, ctx) + f"{ex}\n\n" + _block(p.title, p.context, ctx) + f"Q: {q.question}\nA:"}]
 
 
-def _examples_with_passage(p, q, ctx):
-    """``few-shot-3`` whose worked examples always show their own passage, also when the real question comes
-    without one: the examples then teach the answer format by reading, not answers to copy."""
-    msgs = _turns(THREE, INSTRUCTION)(p, q, True)
-    return msgs[:-1] + [{"role": "user", "content": _block(p.title, p.context, ctx) + f"{INSTRUCTION}\nQuestion: {q.question}"}]
-
-
 PROMPTS = {
     "short-phrase": lambda p, q, ctx: qa_messages(p, q, ctx),
     "span": _turns([], SPAN),
@@ -77,8 +71,13 @@ PROMPTS = {
     "few-shot-2-span": _turns(EXAMPLE_QA[:2], SPAN),
     "few-shot-3": _turns(THREE, INSTRUCTION),
     "inline-3": _inline,
-    "few-shot-3-ex-passage": _examples_with_passage,
+    # the examples keep their passage without the real one: they teach the answer format, not answers to copy
+    "few-shot-3-ex-passage": _turns(THREE, INSTRUCTION, examples_keep_passage=True),
 }
+
+
+#: --condition: which halves to answer (with the passage in the prompt: True)
+CONDITIONS = {"both": (True, False), "ceiling": (True,), "baseline": (False,)}
 
 
 def _answer(runner, passages, name: str, ctx: bool, out: Path) -> None:
@@ -121,7 +120,7 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=50)
     ap.add_argument("--prompt", action="append", choices=list(PROMPTS))
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--condition", choices=["both", "ceiling", "baseline"], default="both",
+    ap.add_argument("--condition", choices=list(CONDITIONS), default="both",
                     help="answer with the passage (ceiling), without (baseline) or both")
     a = ap.parse_args()
     names = a.prompt or list(PROMPTS)
@@ -137,7 +136,7 @@ def main() -> None:
         a.out.write_text("".join(json.dumps(r) + "\n" for r in rows if (r["prompt"], r["with_passage"]) in done))
     runner = LlamaRunner(resolve_model("smollm2-135m"), n_ctx=2048, seed=0, threads=a.threads)
     for name in names:
-        for ctx in {"both": (True, False), "ceiling": (True,), "baseline": (False,)}[a.condition]:
+        for ctx in CONDITIONS[a.condition]:
             if (name, ctx) not in done:
                 _answer(runner, passages, name, ctx, a.out)
     rows = [json.loads(x) for x in a.out.read_text().splitlines()]
