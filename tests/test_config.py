@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from sealq.engine.config import (EDIT_TYPES, LOOP_EDIT_TYPES, Directive, DirectiveBounds, EvalConfig, LoopConfig, PolicyConfig,
-                                 SelfEditConfig, TrainConfig)
+from sealq.engine.config import (DEFAULT_EDIT_TYPES, EDIT_TYPES, PAPER_EDIT_TYPES, PAPER_TEMPERATURE, Directive, DirectiveBounds,
+                                 EvalConfig, LoopConfig, PolicyConfig, SelfEditConfig, TrainConfig)
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS
 
@@ -128,9 +128,11 @@ def test_valid_configs_are_accepted():
 
 def test_defaults():
     c = LoopConfig()
-    assert c.selfedit.edit_types == LOOP_EDIT_TYPES == ("implications", "rewrite", "self-qa")
+    # the dev sweep's choice (docs/efficacy.md); continual and learn keep SEAL's prompt and temperature
+    assert (c.selfedit.edit_types, c.selfedit.temperature) == (DEFAULT_EDIT_TYPES, 0.3) == (("rewrite",), 0.3)
+    assert (PAPER_EDIT_TYPES, PAPER_TEMPERATURE) == (("implications",), 0.8)
     assert c.train.targets == LINEAR_TARGETS
-    assert set(LOOP_EDIT_TYPES) < set(EDIT_TYPES)
+    assert set(DEFAULT_EDIT_TYPES) | set(PAPER_EDIT_TYPES) <= set(EDIT_TYPES)
     assert c.rounds == 0 and c.seeds == 1 and not c.passage_only and c.teacher is None
     assert SelfEditConfig(edit_types=["rewrite"]).edit_types == ("rewrite",)  # a list from JSON or click
 

@@ -10,8 +10,8 @@ import click
 
 from sealq.cli.loop import _json_option, _run_options, _training_options
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, ContinualConfig, Directive, EvalConfig, LoopConfig, SelfEditConfig,
-                                 TrainConfig, resolve_precision)
+from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PAPER_TEMPERATURE, ContinualConfig, Directive, EvalConfig,
+                                 LoopConfig, SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.errors import SealqError
 
 
@@ -129,7 +129,8 @@ def continual(data, k, sequences, length, gates, gate_fraction, edit_types, dire
         if k < 1:  # before LoopConfig, whose message mentions eval-only steps
             raise SealqError(f"--k must be at least 1, got {k}")
         loop = LoopConfig(model=model, data=data, seed=seed,
-                          selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives=directives),
+                          selfedit=SelfEditConfig(k=k, edit_types=edit_types or PAPER_EDIT_TYPES, temperature=PAPER_TEMPERATURE,
+                                                  directives=directives),
                           train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank),
                                             precision=resolve_precision(precision)), eval=EvalConfig())
         config = ContinualConfig(loop=loop, sequences=sequences, length=length, gates=gates or ("none",),

@@ -10,8 +10,8 @@ import click
 from sealq.cli.continual import _Lines, print_continual
 from sealq.cli.loop import _json_option, _run_options, _training_options
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, Directive, EvalConfig, LearnConfig, LoopConfig, SelfEditConfig, TrainConfig,
-                                 resolve_precision)
+from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PAPER_TEMPERATURE, Directive, EvalConfig, LearnConfig, LoopConfig,
+                                 SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.errors import SealqError
 
 
@@ -97,7 +97,8 @@ def learn(files, k, probes_per_passage, gates, max_passage_tokens, passages, edi
         if not 1 <= k <= 64:  # before LoopConfig, whose message mentions eval-only steps
             raise SealqError(f"--k must be in 1-64, got {k}")
         loop = LoopConfig(model=model, seed=seed,
-                          selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off"),
+                          selfedit=SelfEditConfig(k=k, edit_types=edit_types or PAPER_EDIT_TYPES, temperature=PAPER_TEMPERATURE,
+                                                  directives="off"),
                           train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank),
                                             precision=resolve_precision(precision)), eval=EvalConfig())
         config = LearnConfig(loop=loop, files=files, probes_per_passage=probes_per_passage, gates=gates or ("none",),

@@ -14,7 +14,7 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, LOOP_EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
+from sealq.engine.config import (EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
                                  SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
@@ -254,7 +254,7 @@ _restem_options = _options(
 @cli.command()
 @_input_options(data="Default: the bundled 8 invented passages.", passages="Use only the first N passages.",
                 k="Self-edits sampled per passage (best-of-K).")
-@_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). Default: implications, rewrite, self-qa.")
+@_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). Default: rewrite (docs/efficacy.md).")
 @_run_options(workspace="runs.db and adapters go")
 @click.option("--directives", type=click.Choice(["model", "off"]), default="model", show_default=True,
               help="'model': each self-edit carries a model-written directive; 'off': the default directive for all.")
@@ -287,7 +287,7 @@ def loop(data, passages, k, edit_types, min_grounding, model, seed, workspace, d
     # ReST-EM-only options without --rounds are refused by LoopConfig itself (a SealqError: one line, exit 2)
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,
-        selfedit=SelfEditConfig(k=k, edit_types=edit_types or LOOP_EDIT_TYPES, temperature=temperature, top_p=top_p,
+        selfedit=SelfEditConfig(k=k, edit_types=edit_types or SelfEditConfig.edit_types, temperature=temperature, top_p=top_p,
                                 directives=directives, min_grounding=min_grounding),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(), rounds=rounds,
         holdout=holdout, holdout_fraction=holdout_fraction, holdout_passages=holdout_passages,
@@ -379,7 +379,7 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
               help="Teacher self-edits (JSON list of {title, context, completions}); only passages with one are used.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Repeat every trained condition with seeds SEED, SEED+1, ... (self-edits resampled, LoRAs re-initialized).")
-@_edit_type_option("Self-edit prompt(s). Default: implications (the paper's row).")
+@_edit_type_option("Self-edit prompt(s); repeat to mix. Default: rewrite (docs/efficacy.md; the paper's row is implications).")
 @_sampling_options
 @_run_options(workspace="runs.db goes")
 @_training_options(epochs="Training epochs (every condition).", lr="Peak learning rate (every condition).",
@@ -401,7 +401,7 @@ def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, temperat
 
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, seeds=seeds, passage_only=True, teacher=teacher,
-        selfedit=SelfEditConfig(k=k, edit_types=edit_types or ("implications",), directives="off",
+        selfedit=SelfEditConfig(k=k, edit_types=edit_types or SelfEditConfig.edit_types, directives="off",
                                 temperature=temperature, top_p=top_p, min_grounding=min_grounding),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
