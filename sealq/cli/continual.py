@@ -99,7 +99,7 @@ def print_continual(summary: dict, console, db_path: str) -> None:
 @click.option("--gate-fraction", type=float, default=0.5, show_default=True,
               help="Share of each passage's questions the gates (and best-of-K) see; the rest are scored.")
 @click.option("--edit-type", "edit_types", type=click.Choice(EDIT_TYPES), multiple=True,
-              help="Self-edit prompt(s). Default: implications (SEAL's continual experiment).")
+              help=f"Self-edit prompt(s). Default: {', '.join(PAPER_EDIT_TYPES)} (SEAL's continual experiment).")
 @click.option("--directives", type=click.Choice(["model", "off"]), default="off", show_default=True,
               help="'off': every update trains with --epochs/--lr/--rank (as SEAL's continual experiment); 'model': model-written.")
 @_run_options(workspace="runs.db and adapters go")

@@ -66,7 +66,7 @@ def print_learn(summary: dict, console, db_path: str) -> None:
               help="The most tokens of one passage when a document is split.")
 @click.option("--passages", type=int, help="Learn only the first N passages (of all FILES, in order).")
 @click.option("--edit-type", "edit_types", type=click.Choice(EDIT_TYPES), multiple=True,
-              help="Self-edit prompt(s); samples cycle through them. Default: implications.")
+              help=f"Self-edit prompt(s); samples cycle through them. Default: {', '.join(PAPER_EDIT_TYPES)}.")
 @_run_options(workspace="runs.db and adapters go")
 @_training_options(epochs="Training epochs of each update.", lr="Peak learning rate of each update.",
                    rank="LoRA rank of each update (alpha = 2 x rank).")

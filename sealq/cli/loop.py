@@ -14,7 +14,7 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
+from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
                                  SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
@@ -254,7 +254,8 @@ _restem_options = _options(
 @cli.command()
 @_input_options(data="Default: the bundled 8 invented passages.", passages="Use only the first N passages.",
                 k="Self-edits sampled per passage (best-of-K).")
-@_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). Default: rewrite (docs/efficacy.md).")
+@_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). "
+                   f"Default: {', '.join(SelfEditConfig.edit_types)} (docs/efficacy.md).")
 @_run_options(workspace="runs.db and adapters go")
 @click.option("--directives", type=click.Choice(["model", "off"]), default="model", show_default=True,
               help="'model': each self-edit carries a model-written directive; 'off': the default directive for all.")
@@ -379,7 +380,8 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
               help="Teacher self-edits (JSON list of {title, context, completions}); only passages with one are used.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Repeat every trained condition with seeds SEED, SEED+1, ... (self-edits resampled, LoRAs re-initialized).")
-@_edit_type_option("Self-edit prompt(s); repeat to mix. Default: rewrite (docs/efficacy.md; the paper's row is implications).")
+@_edit_type_option(f"Self-edit prompt(s); repeat to mix. Default: {', '.join(SelfEditConfig.edit_types)} (docs/efficacy.md; "
+                   f"the paper's row is {', '.join(PAPER_EDIT_TYPES)}).")
 @_sampling_options
 @_run_options(workspace="runs.db goes")
 @_training_options(epochs="Training epochs (every condition).", lr="Peak learning rate (every condition).",
