@@ -73,7 +73,19 @@ PROMPTS = {
     "inline-3": _inline,
     # the examples keep their passage without the real one: they teach the answer format, not answers to copy
     "few-shot-3-ex-passage": _turns(THREE, INSTRUCTION, examples_keep_passage=True),
+    # sealq's prompt, the answer held to at most N words by a GBNF grammar (greedy decoding stops there)
+    "cap-3-words": lambda p, q, ctx: qa_messages(p, q, ctx),
+    "cap-5-words": lambda p, q, ctx: qa_messages(p, q, ctx),
 }
+
+
+def _cap_words(n: int) -> str:
+    """A GBNF grammar (llama.cpp grammars/README.md) for at most ``n`` space-separated words on one line."""
+    return f'root ::= word (" " word){{0,{n - 1}}}\nword ::= [^ \\n]+\n'
+
+
+#: prompts answered under a grammar; the others decode freely
+GRAMMARS = {"cap-3-words": _cap_words(3), "cap-5-words": _cap_words(5)}
 
 
 #: --condition: which halves to answer (with the passage in the prompt: True)
@@ -85,7 +97,8 @@ def _answer(runner, passages, name: str, ctx: bool, out: Path) -> None:
     with out.open("a") as f:
         for i, p in enumerate(passages):
             for j, q in enumerate(p.questions):
-                text = runner.chat(PROMPTS[name](p, q, ctx), max_tokens=MAX_TOKENS, temperature=0.0).text.strip()
+                text = runner.chat(PROMPTS[name](p, q, ctx), max_tokens=MAX_TOKENS, temperature=0.0,
+                                  grammar=GRAMMARS.get(name)).text.strip()
                 s = score(text, q.answers)
                 f.write(json.dumps({"prompt": name, "with_passage": ctx, "passage": i, "question": j, "answer": text,
                                     "contains": s.contains, "em": s.em, "f1": s.f1}) + "\n")
