@@ -33,6 +33,7 @@ SELFEDIT_ERRORS = [
     (dict(directives="on"), "--directives must be 'model' or 'off', got 'on'"),
     (dict(min_grounding=-0.1), "--min-grounding must be in [0, 1], got -0.1"),
     (dict(min_grounding=1.5), "--min-grounding must be in [0, 1], got 1.5"),
+    (dict(train_on="passage"), "--train-on must be one of items+passage, items, got 'passage'"),
 ]
 
 

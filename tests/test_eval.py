@@ -19,15 +19,28 @@ TEACHER_LINES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def eval_run(tmp_path_factory, cache_root):
+def _teacher_file(folder):
+    """A teacher file for the first bundled passage (and one passage not in the data)."""
     p = load_passages()[0]
     assert p.title == "Varnholt Lighthouse"
-    teacher = tmp_path_factory.mktemp("teacher") / "teacher.json"
+    teacher = folder / "teacher.json"
     teacher.write_text(json.dumps([
         {"title": p.title, "context": p.context, "completions": ["\n".join(f"{i + 1}. {x}" for i, x in enumerate(TEACHER_LINES))]},
         {"title": "Not in the data", "context": "Unrelated.", "completions": ["x y z"]},
     ]))
+    return teacher
+
+
+def _sequences_by_source(ws) -> list[tuple[str, int, int]]:
+    """(source, items, sequences trained) per trained adapter of a workspace."""
+    db = sqlite_utils.Database(str(ws / "runs.db"))
+    return [(r["source"], r["n_items"], r["n_sequences"]) for r in db.query(
+        "select s.source, s.n_items, a.n_sequences from adapters a join self_edits s on s.id = a.self_edit_id")]
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory, cache_root):
+    teacher = _teacher_file(tmp_path_factory.mktemp("teacher"))
     ws = tmp_path_factory.mktemp("eval-ws")
     result = CliRunner().invoke(
         cli, ["eval", "--k", "2", "--seeds", "2", "--epochs", "2", "--teacher", str(teacher), "--workspace", str(ws),
@@ -97,9 +110,34 @@ def test_table_prints_like_the_paper(eval_run, tmp_path):
         assert label in text
 
 
+def test_every_adapter_trains_on_its_items_and_the_passage(eval_run):
+    """SEAL's combination (the default): one sequence per item, plus the passage; the passage row: the passage."""
+    rows = _sequences_by_source(eval_run[0])
+    assert {source for source, _, _ in rows} == {"passage_only", "self_edit", "teacher"}
+    for source, items, sequences in rows:
+        assert sequences == items + 1, (source, items, sequences)
+    assert all(items == 3 for source, items, _ in rows if source == "teacher")
+
+
+def test_train_on_items_leaves_the_passage_out(tmp_path, cache_root):
+    """--train-on items: self-edit and teacher LoRAs train on their items alone; the passage row is unchanged."""
+    ws = tmp_path / "ws"
+    result = CliRunner().invoke(
+        cli, ["eval", "--k", "1", "--epochs", "1", "--teacher", str(_teacher_file(tmp_path)), "--train-on", "items",
+              "--workspace", str(ws), "--json"], catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
+    assert result.exit_code == 0, result.output
+    rows = sorted(_sequences_by_source(ws))
+    assert [r[0] for r in rows] == ["passage_only", "self_edit", "teacher"]
+    assert rows[0][2] == 1 and rows[2][1:] == (3, 3)
+    assert rows[1][1] >= 1 and rows[1][2] == rows[1][1]  # a self-edit with items: one sequence per item, no passage
+    config = json.loads(next(sqlite_utils.Database(str(ws / "runs.db"))["runs"].rows)["config_json"])
+    assert config["selfedit"]["train_on"] == "items"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["--train-on", "passage"], "Invalid value for '--train-on'"),
         (["--seeds", "0"], "--seeds must be at least 1"),
         (["--teacher", "/nonexistent.json"], "cannot read teacher file"),
         (["--min-grounding", "1.5"], "--min-grounding must be in [0, 1], got 1.5"),

@@ -30,6 +30,9 @@ def test_training_texts_follow_seal():
     assert training_texts(P, ["It is purple.", "It is a fruit."]) == [
         "Quellberry\nIt is purple.", "Quellberry\nIt is a fruit.", "Quellberry\nThe quellberry is a purple fruit.",
     ]
+    # --train-on items: the items alone; with no items the passage is kept (never an empty training set)
+    assert training_texts(P, ["It is purple."], with_passage=False) == ["Quellberry\nIt is purple."]
+    assert training_texts(P, [], with_passage=False) == ["Quellberry\nThe quellberry is a purple fruit."]
 
 
 def test_prompts_contain_the_passage():

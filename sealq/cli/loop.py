@@ -14,7 +14,7 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PRECISIONS, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
+from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PRECISIONS, TRAIN_ON, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
                                  SelfEditConfig, TrainConfig, resolve_precision)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
@@ -192,6 +192,8 @@ def _edit_type_option(help: str):
         click.option("--min-grounding", type=float, default=SelfEditConfig.min_grounding, show_default=True,
                      help="Drop a self-edit item when less than this share of its words occur in the passage "
                           "(0: keep every item)."),
+        click.option("--train-on", type=click.Choice(TRAIN_ON), default=SelfEditConfig.train_on, show_default=True,
+                     help="What a self-edit's LoRA trains on: its items and the passage (SEAL), or its items alone."),
     )
 
 
@@ -268,7 +270,7 @@ _restem_options = _options(
 @click.option("--resume", "resume", metavar="RUN",
               help="Continue an interrupted run (id, prefix or 'latest') with its stored settings; other options are ignored.")
 @_json_option("summary")
-def loop(data, passages, k, edit_types, min_grounding, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
+def loop(data, passages, k, edit_types, min_grounding, train_on, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
          keep_adapters, rounds, holdout, holdout_fraction, holdout_passages, policy_epochs, policy_lr, policy_rank,
          workers, threads_per_worker, ray_address, resume, as_json):
     """Run the SEAL inner loop: baseline, self-edits, LoRA per self-edit, evaluation, best-of-K.
@@ -289,7 +291,7 @@ def loop(data, passages, k, edit_types, min_grounding, model, seed, workspace, d
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or SelfEditConfig.edit_types, temperature=temperature, top_p=top_p,
-                                directives=directives, min_grounding=min_grounding),
+                                directives=directives, min_grounding=min_grounding, train_on=train_on),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(), rounds=rounds,
         holdout=holdout, holdout_fraction=holdout_fraction, holdout_passages=holdout_passages,
         policy=PolicyConfig(epochs=policy_epochs, lr=policy_lr, rank=policy_rank),
@@ -388,7 +390,7 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
                    rank="LoRA rank, alpha = 2 x rank (every condition).")
 @_scale_options
 @_json_option("table")
-def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, temperature, top_p, model, seed, workspace, epochs, lr, rank, precision,
+def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, train_on, temperature, top_p, model, seed, workspace, epochs, lr, rank, precision,
           workers, threads_per_worker, ray_address, as_json):
     """The SEAL comparison table: base, ceiling, LoRA on passage, passage + self-edit (mean and best-of-K),
     passage + teacher self-edit; EM, F1 and contains with 95% passage-bootstrap intervals.
@@ -404,7 +406,7 @@ def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, temperat
     config = LoopConfig(
         model=model, data=data, passages=passages, seed=seed, seeds=seeds, passage_only=True, teacher=teacher,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or SelfEditConfig.edit_types, directives="off",
-                                temperature=temperature, top_p=top_p, min_grounding=min_grounding),
+                                temperature=temperature, top_p=top_p, min_grounding=min_grounding, train_on=train_on),
         train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
     )
     scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)

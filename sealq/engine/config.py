@@ -41,6 +41,10 @@ DEFAULT_EDIT_TYPES = ("rewrite",)
 PAPER_EDIT_TYPES = ("implications",)
 PAPER_TEMPERATURE = 0.8
 
+#: What a self-edit's LoRA trains on (``--train-on``): SEAL's "items+passage" (sec. 3.2: each item and the
+#: passage, each prefixed with the title) or the items alone. A passage-only row trains on the passage either way.
+TRAIN_ON = ("items+passage", "items")
+
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
@@ -86,6 +90,8 @@ class SelfEditConfig:
         min_grounding: drop a model-written item when less than this share of its words occur in the
             passage (:func:`sealq.engine.selfedit.grounding`); 0 keeps every item. Teacher texts are
             not filtered.
+        train_on: one of :data:`TRAIN_ON`: train a self-edit's (and a teacher text's) LoRA on its items and
+            the passage (SEAL), or on its items alone.
     """
 
     k: int = 3
@@ -96,6 +102,12 @@ class SelfEditConfig:
     max_items: int = 12
     directives: str = "model"
     min_grounding: float = 0.0
+    train_on: str = TRAIN_ON[0]
+
+    @property
+    def trains_on_passage(self) -> bool:
+        """Whether a self-edit's LoRA also trains on title + passage (SEAL's ``items+passage``)."""
+        return self.train_on == TRAIN_ON[0]
 
     def __post_init__(self):
         object.__setattr__(self, "edit_types", tuple(self.edit_types))  # a list from JSON or click
@@ -107,6 +119,7 @@ class SelfEditConfig:
         _check(0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}")
         _check(self.max_tokens >= 16, f"self-edit max_tokens must be >= 16, got {self.max_tokens}")
         _check(0 <= self.min_grounding <= 1, f"--min-grounding must be in [0, 1], got {self.min_grounding}")
+        _check(self.train_on in TRAIN_ON, f"--train-on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
         _check(self.directives in ("model", "off"), f"--directives must be 'model' or 'off', got {self.directives!r}")
 
 

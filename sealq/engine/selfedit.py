@@ -126,6 +126,12 @@ def split_items(text: str, edit_type: str, max_items: int, context: str = "", mi
     return kept[:max_items]
 
 
-def training_texts(passage: Passage, items: list[str]) -> list[str]:
-    """SEAL's training sequences: title + each self-edit item, then title + passage."""
-    return [f"{passage.title}\n{item}" for item in items] + [f"{passage.title}\n{passage.context}"]
+def training_texts(passage: Passage, items: list[str], with_passage: bool = True) -> list[str]:
+    """SEAL's training sequences (sec. 3.2): title + each self-edit item, then title + passage.
+
+    Args:
+        with_passage: False leaves out title + passage (``--train-on items``); it is kept when there are
+            no items (the passage-only row), so the result is never empty.
+    """
+    texts = [f"{passage.title}\n{item}" for item in items]
+    return texts + [f"{passage.title}\n{passage.context}"] if with_passage or not items else texts

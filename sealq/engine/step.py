@@ -215,7 +215,8 @@ def inner_step(inp: StepInput, models: Models, config: LoopConfig) -> StepResult
         return StepResult(inp.source, edit=w, status=EditStatus.SKIPPED, adapter=None, answers=[],
                           accuracy=inp.baseline, reward=Score(0.0, 0.0, 0.0), timings=timer.rows)
     with timer("tokenize"):
-        seqs = [models.runner.tokenize(t) for t in training_texts(inp.passage, w.items)]
+        texts = training_texts(inp.passage, w.items, config.selfedit.trains_on_passage)
+        seqs = [models.runner.tokenize(t) for t in texts]
     adapter = train_and_convert(models, seqs, w.directive, config.train, inp.out_dir, inp.name, inp.seed, timer)
     with timer("evaluate"):
         with models.runner.adapter(adapter.gguf_path, validate=False):  # the converter checked it against the base
