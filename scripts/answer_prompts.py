@@ -73,9 +73,6 @@ PROMPTS = {
     "inline-3": _inline,
     # the examples keep their passage without the real one: they teach the answer format, not answers to copy
     "few-shot-3-ex-passage": _turns(THREE, INSTRUCTION, examples_keep_passage=True),
-    # sealq's prompt, the answer held to at most N words by a GBNF grammar (greedy decoding stops there)
-    "cap-3-words": lambda p, q, ctx: qa_messages(p, q, ctx),
-    "cap-5-words": lambda p, q, ctx: qa_messages(p, q, ctx),
 }
 
 
@@ -84,8 +81,10 @@ def _cap_words(n: int) -> str:
     return f'root ::= word (" " word){{0,{n - 1}}}\nword ::= [^ \\n]+\n'
 
 
-#: prompts answered under a grammar; the others decode freely
-GRAMMARS = {"cap-3-words": _cap_words(3), "cap-5-words": _cap_words(5)}
+#: prompts answered under a grammar (the others decode freely): sealq's prompt, the answer held to at most N
+#: words (greedy decoding stops there)
+GRAMMARS = {f"cap-{n}-words": _cap_words(n) for n in (3, 5)}
+PROMPTS.update({name: qa_messages for name in GRAMMARS})
 
 
 #: --condition: which halves to answer (with the passage in the prompt: True)

@@ -36,7 +36,8 @@ def _self_edits(db, run_id: str) -> dict[str, list[dict]]:
     return by_type
 
 
-def items_report(edit_type: str, edits: list[dict], cap: int, thresholds: list[float]) -> None:
+def items_report(edit_type: str, edits: list[dict], cap: int, thresholds: list[float]) -> list[list[str]]:
+    """Prints what each step of the item handling leaves; returns the items training uses, per self-edit."""
     n = len(edits)
     lines = sum(len([x for x in e["text"].splitlines() if x.strip()]) for e in edits)
     uncapped = [split_items(e["text"], edit_type, 10**9, e["context"]) for e in edits]
@@ -48,11 +49,12 @@ def items_report(edit_type: str, edits: list[dict], cap: int, thresholds: list[f
         kept = [split_items(e["text"], edit_type, cap, e["context"], t) for e in edits]
         print(f"  --min-grounding {t:g}: {sum(map(len, kept)) / n:.1f} items, {sum(not x for x in kept)} of {n} "
               f"self-edits empty")
+    return capped
 
 
-def length_report(runner: LlamaRunner, edits: list[dict], edit_type: str, cap: int, limit: int) -> None:
-    texts = [t for e in edits for t in training_texts(Passage(title=e["title"], context=e["context"], questions=[]),
-                                                      split_items(e["text"], edit_type, cap, e["context"]))]
+def length_report(runner: LlamaRunner, edits: list[dict], items: list[list[str]], limit: int) -> None:
+    texts = [t for e, its in zip(edits, items)
+             for t in training_texts(Passage(title=e["title"], context=e["context"], questions=[]), its)]
     lengths = [len(runner.tokenize(t)) for t in texts]
     print(f"  training texts: {len(lengths)}, {statistics.median(lengths):g} tokens (median), {max(lengths)} at most; "
           f"{sum(x > limit for x in lengths)} longer than max_seq_tokens {limit} (cut)")
@@ -70,8 +72,8 @@ def main() -> None:
     cap, limit = config.selfedit.max_items, config.train.max_seq_tokens
     runner = LlamaRunner(resolve_model(config.model), n_ctx=512, seed=0, threads=1)
     for edit_type, edits in _self_edits(db, run_id).items():
-        items_report(edit_type, edits, cap, a.grounding or [0.5, 0.7])
-        length_report(runner, edits, edit_type, cap, limit)
+        items = items_report(edit_type, edits, cap, a.grounding or [0.5, 0.7])
+        length_report(runner, edits, items, limit)
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def _input_options(data: str, passages: str, k: str):
 
 
 def _edit_type_option(help: str):
-    """--edit-type (repeatable), --min-grounding."""
+    """--edit-type (repeatable), --min-grounding, --train-on."""
     return _options(
         click.option("--edit-type", "edit_types", type=click.Choice(EDIT_TYPES), multiple=True, help=help),
         click.option("--min-grounding", type=float, default=SelfEditConfig.min_grounding, show_default=True,
