@@ -362,3 +362,52 @@ def test_diff_runs_script_finds_one_changed_answer(run_r, tmp_path_factory):
     assert out.returncode == 1, out.stdout
     assert "answers: " in out.stdout and "1 only in A, 1 only in B" in out.stdout
     assert "1 tables differ" in out.stdout
+
+
+def test_pool_seeds_script_averages_runs_that_differ_only_in_seed(run_r, tmp_path_factory):
+    """scripts/pool_seeds.py: a run pooled with a copy of itself at another seed is the run's own eval table;
+    one answer changed in the copy moves the pooled row by half a question; other settings are refused."""
+    import shutil
+    import subprocess
+    import sys
+
+    db, *_ = run_r
+    src = Path(db.execute("pragma database_list").fetchone()[2]).parent
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pool_seeds.py"
+
+    def copy(change: dict) -> Path:
+        other = tmp_path_factory.mktemp("seed")
+        for f in src.glob("runs.db*"):
+            shutil.copy(f, other / f.name)
+        odb = open_db(path=other / "runs.db")
+        odb["runs"].update(RUN, change)
+        odb.conn.close()
+        return other
+
+    def pool(*workspaces):
+        out = subprocess.run([sys.executable, str(script), *map(str, workspaces), "--json"], capture_output=True,
+                             text=True)
+        return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else out.stderr)
+
+    seed1 = copy({"seed": 1})
+    rc, t = pool(src, seed1)
+    own = eval_table(db, RUN)
+    assert rc == 0 and t["passages"] == 2
+    assert t["conditions"] == {row: {m: own["conditions"][row][m] for m in METRICS} for row in own["conditions"]}
+    assert t["differences"] == own["differences"]
+    changed = open_db(path=seed1 / "runs.db")
+    (aid, before) = changed.execute("select id, contains from answers where condition = ? order by id limit 1",
+                                    [Condition.NO_CONTEXT.value]).fetchone()
+    changed["answers"].update(aid, {"contains": 1 - before})
+    changed.conn.close()
+    rc, t = pool(src, seed1)
+    def baseline(table):
+        return table["conditions"][Row.NO_CONTEXT]["contains"]["estimate"]
+    shift = baseline(t) - baseline(own)
+    assert rc == 0 and shift == pytest.approx((1 - 2 * before) / 2 / 5)  # half of one of 5 questions
+    config = json.loads(db["runs"].get(RUN)["config_json"])
+    for other, message in ((copy({"seed": 1, "config_json": json.dumps({**config, "passages": 99})}),
+                            "Error: run RUN-R differs from run RUN-R in more than its seed"),
+                           (copy({}), "Error: two runs have the same seed")):
+        rc, err = pool(src, other)
+        assert (rc, err.strip().splitlines()) == (2, [message])

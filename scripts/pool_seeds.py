@@ -1,0 +1,104 @@
+"""Pool ``sealq eval`` runs of the same settings and passages that differ only in ``--seed``: the table
+``--seeds N`` would have given, without rerunning the seeds already done.
+
+    .venv/bin/python scripts/pool_seeds.py WORKSPACE[:RUN] WORKSPACE[:RUN] ... [--json]
+
+RUN: a run id or prefix (default: the workspace's latest run). The runs' stored settings must be equal
+but for the seed, the seeds distinct and the model file the same; passages are matched by title and text,
+questions by their order in the passage, and every run must hold the same ones (exit 2 otherwise). Each question's grade in a row is the mean over the runs, as ``sealq eval --seeds N`` averages a
+question over seeds (``mean_self_edit`` over all K x seeds self-edits when every run has the same K;
+``best_of_k`` over each seed's pick; the passage-only and teacher LoRAs over seeds); rows missing from a
+run are left out. Prints every row and SEAL's paired differences with 95% passage-bootstrap intervals
+(:mod:`sealq.analysis.tables`). Used for docs/efficacy.md (issue 19, the default protocol with two seeds).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sealq.analysis.stats import format_interval
+from sealq.analysis.summary import scores_by_passage
+from sealq.analysis.tables import PAIRS, differences, intervals
+from sealq.metrics import Score
+from sealq.errors import SealqError
+from sealq.store import DB_NAME, find_run, open_db
+from sealq.vocab import ROW_LABELS
+
+
+def _load(spec: str) -> tuple[str, list[tuple[str, str]], list[int], dict, dict]:
+    """(run id, passage keys in passage order, questions per passage, rows, run record) of WORKSPACE[:RUN]."""
+    ws, _, run = spec.partition(":")
+    if not (Path(ws) / DB_NAME).is_file():
+        raise SealqError(f"{ws}: no {DB_NAME} here")
+    db = open_db(ws)
+    run_id = find_run(db, run or "latest")
+    record = db["runs"].get(run_id)
+    passages = list(db.query("""select p.id, p.title, p.context, count(q.id) n from passages p
+                                left join questions q on q.passage_id = p.id where p.run_id = ?
+                                group by p.id order by p.round, p.split, p.idx""", [run_id]))
+    keys = [(p["title"], p["context"]) for p in passages]
+    return run_id, keys, [p["n"] for p in passages], scores_by_passage(db, run_id), record
+
+
+def _check_settings(records: list[dict]) -> None:
+    """Raises ValueError unless the runs differ only in their seed (stored config, model file)."""
+    def settings(r):
+        return {k: v for k, v in json.loads(r["config_json"]).items() if k != "seed"}, r["model_sha256"]
+    for r in records[1:]:
+        if settings(r) != settings(records[0]):
+            raise ValueError(f"run {r['id']} differs from run {records[0]['id']} in more than its seed")
+    if len({r["seed"] for r in records}) < len(records):
+        raise ValueError("two runs have the same seed")
+
+
+def pool(runs: list[tuple]) -> dict:
+    """Per-question mean of every row present in all runs, passages in the first run's order.
+
+    Raises:
+        ValueError: the runs do not hold the same passages and questions.
+    """
+    _, keys0, n0, *_ = runs[0]
+    order = []
+    for run_id, keys, n, *_ in runs:
+        if sorted(keys) != sorted(keys0):
+            raise ValueError(f"run {run_id} holds other passages than run {runs[0][0]}")
+        at = {k: i for i, k in enumerate(keys)}
+        if [n[at[k]] for k in keys0] != n0:
+            raise ValueError(f"run {run_id} holds other questions than run {runs[0][0]}")
+        order.append([at[k] for k in keys0])
+    shared = [row for row in runs[0][3] if all(row in r[3] for r in runs)]
+    return {row: [[Score.mean(q) for q in zip(*(r[3][row][o[i]] for r, o in zip(runs, order)))]
+                  for i in range(len(keys0))] for row in shared}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="WORKSPACE[:RUN]")
+    ap.add_argument("--json", action="store_true", help="print the table as JSON")
+    args = ap.parse_args()
+    try:
+        loaded = [_load(s) for s in args.runs]
+        _check_settings([r[4] for r in loaded])
+        scores = pool(loaded)
+    except (ValueError, SealqError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    table = {"runs": [r[0] for r in loaded], "passages": len(loaded[0][1]),
+             "conditions": {row: intervals(g) for row, g in scores.items()},
+             "differences": [{"a": a, "b": b, **differences(scores[a], scores[b])}
+                             for a, b in PAIRS if a in scores and b in scores]}
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    print(f"runs {', '.join(table['runs'])}: {table['passages']} passages")
+    for row, cells in table["conditions"].items():
+        print(f"  {ROW_LABELS[row]:30s} " + "  ".join(f"{m} {format_interval(c)}" for m, c in cells.items()))
+    for d in table["differences"]:
+        print(f"  {d['a']} - {d['b']}: " + "  ".join(f"{m} {format_interval(d[m], signed=True)}"
+                                                     for m in ("contains", "em", "f1")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
