@@ -3,13 +3,15 @@
 
     .venv/bin/python scripts/pool_seeds.py WORKSPACE[:RUN] WORKSPACE[:RUN] ... [--json]
 
-RUN: a run id or prefix (default: the workspace's latest run). The runs' stored settings must be equal
-but for the seed, the seeds distinct and the model file the same; passages are matched by title and text,
-questions by their order in the passage, and every run must hold the same ones (exit 2 otherwise). Each question's grade in a row is the mean over the runs, as ``sealq eval --seeds N`` averages a
-question over seeds (``mean_self_edit`` over all K x seeds self-edits when every run has the same K;
-``best_of_k`` over each seed's pick; the passage-only and teacher LoRAs over seeds); rows missing from a
-run are left out. Prints every row and SEAL's paired differences with 95% passage-bootstrap intervals
-(:mod:`sealq.analysis.tables`). Used for docs/efficacy.md (issue 19, the default protocol with two seeds).
+RUN: a run id or prefix (default: the workspace's latest run). The runs' stored settings must be equal but for
+the seed (read as ``--resume`` reads them: a setting added since a run was recorded counts at its default),
+the seeds distinct and the model file the same; passages are matched by title and text, questions by their
+order in the passage, and every run must hold the same ones (exit 2 otherwise). Each question's grade in a row
+is the mean over the runs, as ``sealq eval --seeds N`` averages a question over seeds (``mean_self_edit`` over
+all K x seeds self-edits when every run has the same K; ``best_of_k`` over each seed's pick; the passage-only
+and teacher LoRAs over seeds); rows missing from a run are left out. Prints every row and SEAL's paired
+differences with 95% passage-bootstrap intervals (:mod:`sealq.analysis.tables`).
+Used for docs/efficacy.md (issue 19, the default protocol with two seeds).
 """
 
 import argparse
@@ -21,6 +23,7 @@ from sealq.analysis.stats import format_interval
 from sealq.analysis.summary import scores_by_passage
 from sealq.analysis.tables import PAIRS, differences, intervals
 from sealq.metrics import Score
+from sealq.engine.config import LoopConfig
 from sealq.errors import SealqError
 from sealq.store import DB_NAME, find_run, open_db
 from sealq.vocab import ROW_LABELS
@@ -43,8 +46,9 @@ def _load(spec: str) -> tuple[str, list[tuple[str, str]], list[int], dict, dict]
 
 def _check_settings(records: list[dict]) -> None:
     """Raises ValueError unless the runs differ only in their seed (stored config, model file)."""
-    def settings(r):
-        return {k: v for k, v in json.loads(r["config_json"]).items() if k != "seed"}, r["model_sha256"]
+    def settings(r):  # read as --resume reads it, so a field added since the run counts at its default
+        stored = LoopConfig.from_dict(json.loads(r["config_json"])).to_dict()
+        return {k: v for k, v in stored.items() if k != "seed"}, r["model_sha256"]
     for r in records[1:]:
         if settings(r) != settings(records[0]):
             raise ValueError(f"run {r['id']} differs from run {records[0]['id']} in more than its seed")
