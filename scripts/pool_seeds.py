@@ -17,20 +17,37 @@ Used for docs/efficacy.md (issue 19, the default protocol with two seeds).
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from sealq.analysis.stats import format_interval
 from sealq.analysis.summary import scores_by_passage
 from sealq.analysis.tables import PAIRS, differences, intervals
-from sealq.metrics import Score
 from sealq.engine.config import LoopConfig
 from sealq.errors import SealqError
+from sealq.metrics import Score
 from sealq.store import DB_NAME, find_run, open_db
 from sealq.vocab import ROW_LABELS
 
 
-def _load(spec: str) -> tuple[str, list[tuple[str, str]], list[int], dict, dict]:
-    """(run id, passage keys in passage order, questions per passage, rows, run record) of WORKSPACE[:RUN]."""
+@dataclass(frozen=True)
+class RecordedRun:
+    """One run as read for pooling: its ``runs`` row, its passages (title, text) and question counts in
+    passage order, and :func:`~sealq.analysis.summary.scores_by_passage` of it."""
+
+    run_id: str
+    record: dict
+    keys: list[tuple[str, str]]
+    n_questions: list[int]
+    scores: dict
+
+
+def _load(spec: str) -> RecordedRun:
+    """The run named by ``WORKSPACE[:RUN]``.
+
+    Raises:
+        SealqError: no runs.db in the folder, or no such run.
+    """
     ws, _, run = spec.partition(":")
     if not (Path(ws) / DB_NAME).is_file():
         raise SealqError(f"{ws}: no {DB_NAME} here")
@@ -40,8 +57,8 @@ def _load(spec: str) -> tuple[str, list[tuple[str, str]], list[int], dict, dict]
     passages = list(db.query("""select p.id, p.title, p.context, count(q.id) n from passages p
                                 left join questions q on q.passage_id = p.id where p.run_id = ?
                                 group by p.id order by p.round, p.split, p.idx""", [run_id]))
-    keys = [(p["title"], p["context"]) for p in passages]
-    return run_id, keys, [p["n"] for p in passages], scores_by_passage(db, run_id), record
+    return RecordedRun(run_id, record, [(p["title"], p["context"]) for p in passages], [p["n"] for p in passages],
+                       scores_by_passage(db, run_id))
 
 
 def _check_settings(records: list[dict]) -> None:
@@ -56,24 +73,27 @@ def _check_settings(records: list[dict]) -> None:
         raise ValueError("two runs have the same seed")
 
 
-def pool(runs: list[tuple]) -> dict:
+def pool(runs: list[RecordedRun]) -> dict:
     """Per-question mean of every row present in all runs, passages in the first run's order.
+
+    Returns:
+        :class:`~sealq.vocab.Row` -> one list per passage of a :class:`~sealq.metrics.Score` per question.
 
     Raises:
         ValueError: the runs do not hold the same passages and questions.
     """
-    _, keys0, n0, *_ = runs[0]
-    order = []
-    for run_id, keys, n, *_ in runs:
-        if sorted(keys) != sorted(keys0):
-            raise ValueError(f"run {run_id} holds other passages than run {runs[0][0]}")
-        at = {k: i for i, k in enumerate(keys)}
-        if [n[at[k]] for k in keys0] != n0:
-            raise ValueError(f"run {run_id} holds other questions than run {runs[0][0]}")
-        order.append([at[k] for k in keys0])
-    shared = [row for row in runs[0][3] if all(row in r[3] for r in runs)]
-    return {row: [[Score.mean(q) for q in zip(*(r[3][row][o[i]] for r, o in zip(runs, order)))]
-                  for i in range(len(keys0))] for row in shared}
+    first = runs[0]
+    order = []  # per run: where each of the first run's passages sits in it
+    for run in runs:
+        if sorted(run.keys) != sorted(first.keys):
+            raise ValueError(f"run {run.run_id} holds other passages than run {first.run_id}")
+        at = {k: i for i, k in enumerate(run.keys)}
+        if [run.n_questions[at[k]] for k in first.keys] != first.n_questions:
+            raise ValueError(f"run {run.run_id} holds other questions than run {first.run_id}")
+        order.append([at[k] for k in first.keys])
+    shared = [row for row in first.scores if all(row in run.scores for run in runs)]
+    return {row: [[Score.mean(q) for q in zip(*(run.scores[row][o[i]] for run, o in zip(runs, order)))]
+                  for i in range(len(first.keys))] for row in shared}
 
 
 def main() -> int:
@@ -83,12 +103,12 @@ def main() -> int:
     args = ap.parse_args()
     try:
         loaded = [_load(s) for s in args.runs]
-        _check_settings([r[4] for r in loaded])
+        _check_settings([r.record for r in loaded])
         scores = pool(loaded)
     except (ValueError, SealqError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
-    table = {"runs": [r[0] for r in loaded], "passages": len(loaded[0][1]),
+    table = {"runs": [r.run_id for r in loaded], "passages": len(loaded[0].keys),
              "conditions": {row: intervals(g) for row, g in scores.items()},
              "differences": [{"a": a, "b": b, **differences(scores[a], scores[b])}
                              for a, b in PAIRS if a in scores and b in scores]}
