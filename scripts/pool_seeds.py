@@ -9,8 +9,9 @@ the seeds distinct and the model file the same; passages are matched by title an
 order in the passage, and every run must hold the same ones (exit 2 otherwise). Each question's grade in a row
 is the mean over the runs, as ``sealq eval --seeds N`` averages a question over seeds (``mean_self_edit`` over
 all K x seeds self-edits when every run has the same K; ``best_of_k`` over each seed's pick; the passage-only
-and teacher LoRAs over seeds); rows missing from a run are left out. Prints every row and SEAL's paired
-differences with 95% passage-bootstrap intervals (:mod:`sealq.analysis.tables`).
+and teacher LoRAs over seeds); rows missing from a run are left out. Prints ``sealq eval``'s table
+(:func:`sealq.analysis.tables.comparison_table`: every row and SEAL's paired differences with 95%
+passage-bootstrap intervals), as ``sealq eval`` prints it; ``--json`` as ``sealq eval --json`` with ``runs``.
 Used for docs/efficacy.md (issue 19, the default protocol with two seeds).
 """
 
@@ -20,24 +21,25 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealq.analysis.stats import format_interval
+from rich.console import Console
+
 from sealq.analysis.summary import scores_by_passage
-from sealq.analysis.tables import PAIRS, differences, intervals
+from sealq.analysis.tables import comparison_table
+from sealq.cli.loop import print_eval
 from sealq.engine.config import LoopConfig
 from sealq.errors import SealqError
 from sealq.metrics import Score
 from sealq.store import DB_NAME, find_run, open_db
-from sealq.vocab import ROW_LABELS
 
 
 @dataclass(frozen=True)
 class RecordedRun:
-    """One run as read for pooling: its ``runs`` row, its passages (title, text) and question counts in
-    passage order, and :func:`~sealq.analysis.summary.scores_by_passage` of it."""
+    """One run as read for pooling: its ``runs`` row, its passages' keys (``Passage.key``: title and text)
+    and question counts in passage order, and :func:`~sealq.analysis.summary.scores_by_passage` of it."""
 
     run_id: str
     record: dict
-    keys: list[tuple[str, str]]
+    keys: list[str]
     n_questions: list[int]
     scores: dict
 
@@ -54,10 +56,9 @@ def _load(spec: str) -> RecordedRun:
     db = open_db(ws)
     run_id = find_run(db, run or "latest")
     record = db["runs"].get(run_id)
-    passages = list(db.query("""select p.id, p.title, p.context, count(q.id) n from passages p
-                                left join questions q on q.passage_id = p.id where p.run_id = ?
-                                group by p.id order by p.round, p.split, p.idx""", [run_id]))
-    return RecordedRun(run_id, record, [(p["title"], p["context"]) for p in passages], [p["n"] for p in passages],
+    passages = list(db.query("select key, n_questions from passages where run_id = ? order by round, split, idx",
+                             [run_id]))  # the order scores_by_passage reads them in
+    return RecordedRun(run_id, record, [p["key"] for p in passages], [p["n_questions"] for p in passages],
                        scores_by_passage(db, run_id))
 
 
@@ -99,28 +100,22 @@ def pool(runs: list[RecordedRun]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", metavar="WORKSPACE[:RUN]")
-    ap.add_argument("--json", action="store_true", help="print the table as JSON")
+    ap.add_argument("--json", action="store_true", help="print the table as JSON (sealq eval --json's fields)")
     args = ap.parse_args()
     try:
         loaded = [_load(s) for s in args.runs]
         _check_settings([r.record for r in loaded])
-        scores = pool(loaded)
+        table = comparison_table(pool(loaded))
     except (ValueError, SealqError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
-    table = {"runs": [r.run_id for r in loaded], "passages": len(loaded[0].keys),
-             "conditions": {row: intervals(g) for row, g in scores.items()},
-             "differences": [{"a": a, "b": b, **differences(scores[a], scores[b])}
-                             for a, b in PAIRS if a in scores and b in scores]}
+    ids = [r.run_id for r in loaded]
     if args.json:
-        print(json.dumps(table, indent=2))
+        print(json.dumps({"runs": ids, **table}, indent=2))
         return 0
-    print(f"runs {', '.join(table['runs'])}: {table['passages']} passages")
-    for row, cells in table["conditions"].items():
-        print(f"  {ROW_LABELS[row]:30s} " + "  ".join(f"{m} {format_interval(c)}" for m, c in cells.items()))
-    for d in table["differences"]:
-        print(f"  {d['a']} - {d['b']}: " + "  ".join(f"{m} {format_interval(d[m], signed=True)}"
-                                                     for m in ("contains", "em", "f1")))
+    config = json.loads(loaded[0].record["config_json"])
+    config["seeds"] *= len(loaded)  # the pooled table's title counts every run's seeds
+    print_eval(table, ", ".join(ids), Console(width=max(Console().width, 150)), config)
     return 0
 
 

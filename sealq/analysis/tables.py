@@ -17,7 +17,7 @@ from sealq.analysis.summary import column, results_scope, scores_by_passage, sum
 from sealq.metrics import METRICS, Score, copied_ngram_share
 from sealq.vocab import ROW_LABELS, EditStatus, Row, Source, Split
 
-__all__ = ["eval_table", "restem_table", "policy_pairs", "run_summary", "intervals", "differences", "PAIRS",
+__all__ = ["eval_table", "comparison_table", "restem_table", "policy_pairs", "run_summary", "intervals", "differences", "PAIRS",
            "PAPER_ROWS"]
 
 #: The differences reported, ``(a, b)`` meaning ``a - b``; a pair is left out when a run lacks a side.
@@ -64,6 +64,18 @@ def eval_table(db, run_id: str, n_boot: int = 2000, seed: int = 0) -> dict:
     scores = scores_by_passage(db, run_id)
     if not scores[Row.NO_CONTEXT]:
         raise ValueError(f"run {run_id} has no recorded passages")
+    return comparison_table(scores, n_boot, seed)
+
+
+def comparison_table(scores: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    """:func:`eval_table` of per-question grades already read: ``Row`` -> one list per passage of a
+    :class:`~sealq.metrics.Score` per question (:func:`~sealq.analysis.summary.scores_by_passage`, or several
+    runs' grades averaged, as ``scripts/pool_seeds.py`` does); rows in table order, :data:`PAIRS` that both
+    sides have.
+
+    Raises:
+        ValueError: a passage without questions.
+    """
     conditions = {row: {"label": ROW_LABELS[row], "n": sum(len(p) for p in scores[row]),
                         **intervals(scores[row], n_boot, seed)} for row in ROW_LABELS if row in scores}
     diffs = [{"a": a, "b": b, **differences(scores[a], scores[b], n_boot, seed)}
