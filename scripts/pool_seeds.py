@@ -67,8 +67,9 @@ def _check_settings(records: list[dict]) -> None:
     def settings(r):  # read as --resume reads it, so a field added since the run counts at its default
         stored = LoopConfig.from_dict(json.loads(r["config_json"])).to_dict()
         return {k: v for k, v in stored.items() if k != "seed"}, r["model_sha256"]
+    first = settings(records[0])
     for r in records[1:]:
-        if settings(r) != settings(records[0]):
+        if settings(r) != first:
             raise ValueError(f"run {r['id']} differs from run {records[0]['id']} in more than its seed")
     if len({r["seed"] for r in records}) < len(records):
         raise ValueError("two runs have the same seed")

@@ -1,6 +1,7 @@
 """`sealq eval`: every condition of the SEAL table on the real model, with intervals and paired differences."""
 
 import json
+from typing import NamedTuple
 
 import pytest
 import sqlite_utils
@@ -31,10 +32,16 @@ def _teacher_file(folder):
     return teacher
 
 
-def _sequences_by_source(ws) -> list[tuple[str, int, int]]:
-    """(source, items, sequences trained) per trained adapter of a workspace."""
+class Trained(NamedTuple):
+    source: str
+    items: int
+    sequences: int
+
+
+def _sequences_by_source(ws) -> list[Trained]:
+    """Source, items and sequences trained of every trained adapter of a workspace."""
     db = sqlite_utils.Database(str(ws / "runs.db"))
-    return [(r["source"], r["n_items"], r["n_sequences"]) for r in db.query(
+    return [Trained(r["source"], r["n_items"], r["n_sequences"]) for r in db.query(
         "select s.source, s.n_items, a.n_sequences from adapters a join self_edits s on s.id = a.self_edit_id")]
 
 
@@ -113,10 +120,10 @@ def test_table_prints_like_the_paper(eval_run, tmp_path):
 def test_every_adapter_trains_on_its_items_and_the_passage(eval_run):
     """SEAL's combination (the default): one sequence per item, plus the passage; the passage row: the passage."""
     rows = _sequences_by_source(eval_run[0])
-    assert {source for source, _, _ in rows} == {"passage_only", "self_edit", "teacher"}
-    for source, items, sequences in rows:
-        assert sequences == items + 1, (source, items, sequences)
-    assert all(items == 3 for source, items, _ in rows if source == "teacher")
+    assert {r.source for r in rows} == {"passage_only", "self_edit", "teacher"}
+    for r in rows:
+        assert r.sequences == r.items + 1, r
+    assert all(r.items == 3 for r in rows if r.source == "teacher")
 
 
 def test_train_on_items_leaves_the_passage_out(tmp_path, cache_root):
@@ -126,10 +133,10 @@ def test_train_on_items_leaves_the_passage_out(tmp_path, cache_root):
         cli, ["eval", "--k", "1", "--epochs", "1", "--teacher", str(_teacher_file(tmp_path)), "--train-on", "items",
               "--workspace", str(ws), "--json"], catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
     assert result.exit_code == 0, result.output
-    rows = sorted(_sequences_by_source(ws))
-    assert [r[0] for r in rows] == ["passage_only", "self_edit", "teacher"]
-    assert rows[0][2] == 1 and rows[2][1:] == (3, 3)
-    assert rows[1][1] >= 1 and rows[1][2] == rows[1][1]  # a self-edit with items: one sequence per item, no passage
+    passage_only, self_edit, teacher = sorted(_sequences_by_source(ws))
+    assert (passage_only.source, self_edit.source, teacher.source) == ("passage_only", "self_edit", "teacher")
+    assert passage_only.sequences == 1 and (teacher.items, teacher.sequences) == (3, 3)
+    assert self_edit.items >= 1 and self_edit.sequences == self_edit.items  # one sequence per item, no passage
     config = json.loads(next(sqlite_utils.Database(str(ws / "runs.db"))["runs"].rows)["config_json"])
     assert config["selfedit"]["train_on"] == "items"
 
