@@ -6,7 +6,12 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["usable_cores", "busy_cores", "training_threads", "cpu_flags", "bf16_supported"]
+__all__ = ["THREADS_ENV", "usable_cores", "busy_cores", "training_threads", "requested_threads", "default_threads",
+           "cpu_flags",
+           "bf16_supported"]
+
+#: Environment variable that pins every thread count of a run (as ``--threads N`` does).
+THREADS_ENV = "SEALQ_THREADS"
 
 
 def usable_cores() -> int:
@@ -57,14 +62,48 @@ def busy_cores(sample_s: float = 0.1) -> float:
     return max(0.0, busy - own)
 
 
-def training_threads(requested: int = 0) -> int:
-    """Torch threads for one training: ``requested`` if set, else the usable cores minus those other
-    processes keep busy right now (at least 1). OpenMP threads that share a core with another busy process
-    wait for each other at every operator: on 2 cores next to one busy loop, 2 threads trained at 12-20
-    tokens/s and 1 thread at 114 (``bench/contention.py``)."""
-    if requested:
-        return requested
-    return max(1, usable_cores() - int(busy_cores() + 0.5))
+def training_threads(cap: int = 0) -> int:
+    """Threads that fit beside the other processes right now: the usable cores minus those other processes
+    keep busy (rounded), at least 1 and at most ``cap`` (0: no cap but the usable cores). OpenMP threads that
+    share a core with another busy process wait for each other at every operator: on 2 cores next to one
+    busy loop, 2 threads trained at 12-20 tokens/s and 1 thread at 114 (``bench/contention.py``).
+
+    Args:
+        cap: the most threads to return (a run's recorded count); 0: :func:`usable_cores`.
+    """
+    free = max(1, usable_cores() - int(busy_cores() + 0.5))
+    return min(cap, free) if cap > 0 else free
+
+
+def requested_threads(option: int | None = None) -> int | None:
+    """The thread count the user asked for: ``option`` (``--threads N``) if given, else the environment
+    variable :data:`THREADS_ENV` (``SEALQ_THREADS``), else None (choose automatically).
+
+    Raises:
+        SealqError: ``option`` below 1, or ``SEALQ_THREADS`` not a whole number >= 1.
+    """
+    from sealq.errors import SealqError
+
+    if option is not None:
+        if option < 1:
+            raise SealqError(f"--threads must be at least 1, got {option}")
+        return option
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SealqError(f"{THREADS_ENV} must be a whole number of threads, at least 1; got {raw!r}")
+    return int(raw)
+
+
+def default_threads() -> int:
+    """Threads of a model loaded outside a run (``sealq ask``, tests): ``SEALQ_THREADS`` if set, else one per
+    usable core (:func:`requested_threads`, :func:`usable_cores`).
+
+    Raises:
+        SealqError: ``SEALQ_THREADS`` is set to something else than a whole number >= 1.
+    """
+    return requested_threads() or usable_cores()
 
 
 def cpu_flags() -> frozenset[str]:

@@ -29,7 +29,7 @@ _FULL_TEXT = ("no space left on device", "disk is full", "file too large", "disk
               "os error 28", "os error 27", "os error 122")
 
 
-def disk_full_reason(exc: BaseException) -> str | None:
+def disk_full_reason(exc: BaseException | None) -> str | None:
     """Why ``exc`` means the workspace cannot take more data, or None if it does not.
 
     Recognizes ``OSError`` with ENOSPC / EDQUOT / EFBIG (a full disk, a quota, a file-size limit),

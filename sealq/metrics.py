@@ -154,6 +154,7 @@ def _fallback_contains(prediction: str, gold: str) -> float:
     pattern = re.compile(rf"(?<!\w)(?<!\w[-']){core}(?![-']?\w)")
     first_word = re.search(r"\w", pred)
     for m in pattern.finditer(pred):
+        assert first_word is not None  # the gold's words (articles: a, an, the) matched, so pred has a word character
         if not (_sentence_initial(pred, m.start(), first_word.start()) and _WORD_FOLLOWS.match(pred, m.end())):
             return 1.0
     return 0.0
@@ -197,13 +198,13 @@ class Score(NamedTuple):
     f1: float
 
     @classmethod
-    def mean(cls, scores) -> "Score":
+    def mean(cls, scores) -> Score:
         """Per-metric mean of ``scores`` (zeros for none)."""
         scores = list(scores)
         n = len(scores) or 1
         return cls(*(sum(getattr(s, m) for s in scores) / n for m in cls._fields))
 
-    def minus(self, other: "Score") -> "Score":
+    def minus(self, other: Score) -> Score:
         """Per-metric difference ``self - other`` (a gain over a baseline)."""
         return Score(*(getattr(self, m) - getattr(other, m) for m in self._fields))
 

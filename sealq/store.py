@@ -28,7 +28,7 @@ migrations = Migrations("sealq")
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     """Runs, passages, questions, self-edits, adapters, answers and stage timings."""
-    db["runs"].create(
+    db.table("runs").create(
         {
             "id": str,  # ULID: sortable by start time
             "command": str,
@@ -39,17 +39,17 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["passages"].create(
+    db.table("passages").create(
         {"id": int, "run_id": str, "idx": int, "key": str, "title": str, "context": str, "n_questions": int},
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["questions"].create(
+    db.table("questions").create(
         {"id": int, "passage_id": int, "idx": int, "question": str, "answers_json": str},
         pk="id",
         foreign_keys=[("passage_id", "passages", "id")],
     )
-    db["self_edits"].create(
+    db.table("self_edits").create(
         {
             "id": int, "run_id": str, "passage_id": int, "sample_idx": int, "edit_type": str, "prompt": str,
             "text": str, "items_json": str, "n_items": int, "gen_tokens": int, "directive_raw": str,
@@ -64,7 +64,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("passage_id", "passages", "id")],
     )
-    db["adapters"].create(
+    db.table("adapters").create(
         {
             "id": int, "run_id": str, "self_edit_id": int, "peft_path": str, "gguf_path": str,
             "gguf_sha256": str, "rank": int, "alpha": float, "epochs": int, "lr": float, "n_sequences": int,
@@ -74,7 +74,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("self_edit_id", "self_edits", "id")],
     )
-    db["answers"].create(
+    db.table("answers").create(
         {
             "id": int, "run_id": str, "question_id": int,
             "condition": str,  # no_context | with_context | the adapter's source (m005; was 'adapted')
@@ -84,19 +84,19 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("question_id", "questions", "id"), ("self_edit_id", "self_edits", "id")],
     )
-    db["timings"].create(
+    db.table("timings").create(
         {"id": int, "run_id": str, "passage_id": int, "self_edit_id": int, "stage": str, "seconds": float, "started_utc": str},
         pk="id",
         foreign_keys=[("run_id", "runs", "id"), ("passage_id", "passages", "id"), ("self_edit_id", "self_edits", "id")],
     )
-    db["passages"].create_index(["run_id", "idx"], unique=True)
-    db["questions"].create_index(["passage_id", "idx"], unique=True)
-    db["self_edits"].create_index(["passage_id", "sample_idx"], unique=True)
-    db["self_edits"].create_index(["run_id"])
-    db["adapters"].create_index(["self_edit_id"])
-    db["answers"].create_index(["run_id", "condition"])
-    db["answers"].create_index(["question_id"])
-    db["timings"].create_index(["run_id", "stage"])
+    db.table("passages").create_index(["run_id", "idx"], unique=True)
+    db.table("questions").create_index(["passage_id", "idx"], unique=True)
+    db.table("self_edits").create_index(["passage_id", "sample_idx"], unique=True)
+    db.table("self_edits").create_index(["run_id"])
+    db.table("adapters").create_index(["self_edit_id"])
+    db.table("answers").create_index(["run_id", "condition"])
+    db.table("answers").create_index(["question_id"])
+    db.table("timings").create_index(["run_id", "stage"])
 
 
 @migrations()
@@ -108,11 +108,11 @@ def m002_conditions_and_resume(db: sqlite_utils.Database) -> None:
     repeat (``--seeds``); best-of-K is picked per passage and repeat among ``model`` rows.
     runs.resumes: how many times the run was resumed.
     """
-    db["self_edits"].add_column("source", str, not_null_default="model")
-    db["self_edits"].add_column("seed_idx", int, not_null_default=0)
+    db.table("self_edits").add_column("source", str, not_null_default="model")
+    db.table("self_edits").add_column("seed_idx", int, not_null_default=0)
     db.execute("drop index if exists idx_self_edits_passage_id_sample_idx")
-    db["self_edits"].create_index(["passage_id", "source", "seed_idx", "sample_idx"], unique=True)
-    db["runs"].add_column("resumes", int, not_null_default=0)
+    db.table("self_edits").create_index(["passage_id", "source", "seed_idx", "sample_idx"], unique=True)
+    db.table("runs").add_column("resumes", int, not_null_default=0)
 
 
 @migrations()
@@ -124,11 +124,11 @@ def m003_restem(db: sqlite_utils.Database) -> None:
     policies: the generator update of each round (``round`` = the round whose model it creates, 1..R).
     policy_pairs: which self-edits trained which policy.
     """
-    db["passages"].add_column("round", int, not_null_default=0)
-    db["passages"].add_column("split", str, not_null_default="all")
+    db.table("passages").add_column("round", int, not_null_default=0)
+    db.table("passages").add_column("split", str, not_null_default="all")
     db.execute("drop index if exists idx_passages_run_id_idx")
-    db["passages"].create_index(["run_id", "round", "split", "idx"], unique=True)
-    db["policies"].create(
+    db.table("passages").create_index(["run_id", "round", "split", "idx"], unique=True)
+    db.table("policies").create(
         {
             "id": int,
             "run_id": str,
@@ -150,8 +150,8 @@ def m003_restem(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["policies"].create_index(["run_id", "round"], unique=True)
-    db["policy_pairs"].create(
+    db.table("policies").create_index(["run_id", "round"], unique=True)
+    db.table("policy_pairs").create(
         {"policy_id": int, "self_edit_id": int},
         pk=("policy_id", "self_edit_id"),
         foreign_keys=[("policy_id", "policies", "id"), ("self_edit_id", "self_edits", "id")],
@@ -161,7 +161,7 @@ def m003_restem(db: sqlite_utils.Database) -> None:
 @migrations()
 def m004_selection_fingerprint(db: sqlite_utils.Database) -> None:
     """runs.selection_sha256: what the run read from its data, so `--resume` can refuse changed data."""
-    db["runs"].add_column("selection_sha256", str)
+    db.table("runs").add_column("selection_sha256", str)
 
 
 @migrations()
@@ -190,33 +190,33 @@ def m006_continual(db: sqlite_utils.Database) -> None:
     candidate self-edit's adapter on top when candidate_id is set). continual_measures: a gate's
     measurement of a candidate on a model state. continual_decisions: per sequence, gate and step.
     """
-    db["questions"].add_column("role", str)
-    db["self_edits"].add_column("continual_model_id", int, not_null_default=0)
+    db.table("questions").add_column("role", str)
+    db.table("self_edits").add_column("continual_model_id", int, not_null_default=0)
     db.execute("drop index if exists idx_self_edits_passage_id_source_seed_idx_sample_idx")
-    db["self_edits"].create_index(["passage_id", "source", "seed_idx", "sample_idx", "continual_model_id"], unique=True)
-    db["continual_models"].create(
+    db.table("self_edits").create_index(["passage_id", "source", "seed_idx", "sample_idx", "continual_model_id"], unique=True)
+    db.table("continual_models").create(
         {"id": int, "run_id": str, "sequence": int, "history": str, "parent_id": int, "update_self_edit_id": int,
          "parity_corr": float,  # llama.cpp (stacked GGUF adapters) vs merged PEFT: corr. of the logit change from base
          "parity_scale": float,  # size of llama.cpp's logit change relative to PEFT's
          "parity_max_abs": float},  # largest |difference| of the two logit changes
         pk="id", foreign_keys=[("run_id", "runs", "id")])
-    db["continual_models"].create_index(["run_id", "sequence", "history"], unique=True)
-    db["continual_answers"].create(
+    db.table("continual_models").create_index(["run_id", "sequence", "history"], unique=True)
+    db.table("continual_answers").create(
         {"id": int, "run_id": str, "model_id": int, "candidate_id": int, "question_id": int, "prediction": str,
          "em": float, "f1": float, "contains": float, "tokens": int, "seconds": float},
         pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_id", "continual_models", "id"),
                                ("question_id", "questions", "id")])
-    db["continual_answers"].create_index(["model_id", "candidate_id", "question_id"])
-    db["continual_measures"].create(
+    db.table("continual_answers").create_index(["model_id", "candidate_id", "question_id"])
+    db.table("continual_measures").create(
         {"id": int, "run_id": str, "model_id": int, "self_edit_id": int, "kind": str,
          "before": float, "after": float, "value": float},
         pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_id", "continual_models", "id")])
-    db["continual_measures"].create_index(["model_id", "self_edit_id", "kind"], unique=True)
-    db["continual_decisions"].create(
+    db.table("continual_measures").create_index(["model_id", "self_edit_id", "kind"], unique=True)
+    db.table("continual_decisions").create(
         {"id": int, "run_id": str, "sequence": int, "gate": str, "step": int, "model_id": int, "self_edit_id": int,
          "status": str, "measurement": float, "threshold": float, "next_model_id": int},
         pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_id", "continual_models", "id")])
-    db["continual_decisions"].create_index(["run_id", "sequence", "gate", "step"], unique=True)
+    db.table("continual_decisions").create_index(["run_id", "sequence", "gate", "step"], unique=True)
 
 
 @migrations()
@@ -228,12 +228,21 @@ def m007_learn(db: sqlite_utils.Database) -> None:
     was kept or dropped (``reason``), and the ``questions`` row of a kept one (role ``gate``).
     passages.n_probes: probes kept for the passage; NULL until its probes are written.
     """
-    db["passages"].add_column("n_probes", int)
-    db["probes"].create(
+    db.table("passages").add_column("n_probes", int)
+    db.table("probes").create(
         {"id": int, "run_id": str, "passage_id": int, "idx": int, "sentence": str, "question": str,
          "answer_text": str, "answer": str, "reason": str, "question_id": int, "seconds": float},
         pk="id", foreign_keys=[("run_id", "runs", "id"), ("passage_id", "passages", "id")])
-    db["probes"].create_index(["passage_id", "idx"], unique=True)
+    db.table("probes").create_index(["passage_id", "idx"], unique=True)
+
+
+@migrations()
+def m008_threads(db: sqlite_utils.Database) -> None:
+    """adapters.threads, policies.threads: the torch threads each training used. The run's own counts are in
+    ``runs.config_json`` (``train.threads``, ``eval.threads``, decided when the run starts or resumes); an
+    adapter trained with fewer says that other processes held cores then (an automatic count only)."""
+    db.table("adapters").add_column("threads", int)
+    db.table("policies").add_column("threads", int)
 
 
 def resolve_workspace(workspace: str | os.PathLike | None = None, create: bool = True) -> Path:
@@ -332,7 +341,7 @@ class RunLock:
         self.run_id = run_id
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock or fail at once.
 
         Raises:

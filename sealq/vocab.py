@@ -27,7 +27,7 @@ class Name(str, Enum):
     """A stored name: compares, hashes, formats and serializes as its value."""
 
     __str__ = str.__str__
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]  # typeshed: str's takes a str self, Enum's an Enum (a Name is both)
 
     @classmethod
     def values(cls) -> tuple[str, ...]:

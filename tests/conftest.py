@@ -12,12 +12,64 @@ from sealq.vocab import LINEAR_TARGETS
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad-dev"
 
 
+def _test_threads() -> str:
+    """The suite's thread count: ``SEALQ_TEST_THREADS`` if set, else the usable cores shared out among the
+    pytest-xdist workers (``make test`` runs one per core, so 1 each on 2 cores). It depends on the
+    machine and the command line, never on the load."""
+    from sealq.cores import usable_cores
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return os.environ.get("SEALQ_TEST_THREADS") or str(max(1, usable_cores() // workers))
+
+
+#: Every torch and llama.cpp thread count of the suite, pinned (``SEALQ_THREADS``): no result depends on how
+#: busy the machine is, so a resumed run equals the uninterrupted one even next to another CPU-bound
+#: process. Set at import, before any session fixture loads a model; the subprocesses the tests start
+#: inherit it.
+TEST_THREADS = _test_threads()
+os.environ["SEALQ_THREADS"] = TEST_THREADS
+
+
+#: Fixtures that load the real model (llama.cpp, the training model) or run a command that does: a test that
+#: uses one is in the ``model`` tier, every other test not marked ``slow`` in the ``unit`` tier.
+MODEL_FIXTURES = frozenset({"model", "runner", "hf_model", "cli_run", "continual_run", "f32_base"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: ``slow`` as marked; ``model`` when marked or when a fixture of :data:`MODEL_FIXTURES` is used
+    (directly or through another fixture); ``unit`` otherwise (``make test-fast`` runs only these)."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        if item.get_closest_marker("model") or MODEL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.model)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_loads_no_model(request, monkeypatch):
+    """A ``unit`` test that loads a model in this process fails at once, naming the tier: the tier's
+    promise (no model, seconds) is checked, not assumed."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    from sealq.models import hf, llama
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} loads a model: mark it @pytest.mark.model")
+
+    monkeypatch.setattr(llama.LlamaRunner, "__init__", refuse)
+    monkeypatch.setattr(hf, "load_training_model", refuse)
+
+
 @pytest.fixture(autouse=True)
 def workspace(tmp_path, monkeypatch, cache_root) -> Path:
-    """Every test writes its runs.db into its own temporary workspace (and shares one model cache)."""
+    """Every test writes its runs.db into its own temporary workspace (and shares one model cache), with
+    the suite's pinned thread count (a test that changes ``SEALQ_THREADS`` changes it for itself only)."""
     ws = tmp_path / "ws"
     monkeypatch.setenv("SEALQ_HOME", str(ws))
     monkeypatch.setenv("SEALQ_CACHE", str(cache_root))
+    monkeypatch.setenv("SEALQ_THREADS", TEST_THREADS)
     return ws
 
 

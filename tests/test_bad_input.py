@@ -95,7 +95,7 @@ def _without_chat_template() -> str:
     return _with_chat_template(None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _with_chat_template(template: str | None) -> str:
     """The default GGUF with ``tokenizer.chat_template`` replaced (None: removed), copied with gguf-py:
     every other key and every tensor byte for byte."""

@@ -8,8 +8,19 @@ import json
 
 import pytest
 
-from sealq.engine.config import (DEFAULT_EDIT_TYPES, EDIT_TYPES, PAPER_EDIT_TYPES, PAPER_TEMPERATURE, Directive, DirectiveBounds,
-                                 EvalConfig, LoopConfig, PolicyConfig, SelfEditConfig, TrainConfig)
+from sealq.engine.config import (
+    DEFAULT_EDIT_TYPES,
+    EDIT_TYPES,
+    PAPER_EDIT_TYPES,
+    PAPER_TEMPERATURE,
+    Directive,
+    DirectiveBounds,
+    EvalConfig,
+    LoopConfig,
+    PolicyConfig,
+    SelfEditConfig,
+    TrainConfig,
+)
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS
 
@@ -129,7 +140,7 @@ def test_valid_configs_are_accepted():
 
 def test_defaults():
     c = LoopConfig()
-    # the dev sweep's choice (docs/efficacy.md); continual and learn keep SEAL's prompt and temperature
+    # the dev sweep's choice (docs/notes/2026-12-02-what-self-edit-recipe-teaches-best.md); continual and learn keep SEAL's prompt and temperature
     assert (c.selfedit.edit_types, c.selfedit.temperature) == (DEFAULT_EDIT_TYPES, 0.3) == (("rewrite",), 0.3)
     assert (PAPER_EDIT_TYPES, PAPER_TEMPERATURE) == (("implications",), 0.8)
     assert c.train.targets == LINEAR_TARGETS

@@ -19,14 +19,13 @@ import pytest
 import sqlite_utils
 import torch
 from click.testing import CliRunner
+from conftest import CONTINUAL_ARGS
 
 from sealq.analysis.snapshot import snapshot
 from sealq.cli import cli
 from sealq.engine.continual import PROBE_POSITIONS, draw_sequences, probe_text, split_questions
 from sealq.engine.dataset import Passage, Question
 from sealq.errors import SealqError
-
-from conftest import CONTINUAL_ARGS
 
 SEALQ = str(Path(sys.executable).parent / "sealq")
 GATES = ["none", "retention:0", "kl:0.04"]

@@ -59,7 +59,7 @@ def test_show_json_has_the_summary_and_every_decision(continual_run):
     assert keys[:3] == [(0, g, 0) for g in summary["gate_order"]]  # by sequence, step, then the run's gate order
     for d in detail["decisions"]:
         assert d["passage"] and d["status"] in UpdateStatus.values() and d["reward"] is not None
-        unmeasured = d["gate"] == "none" or d["step"] == 0 and d["gate"].startswith("retention")
+        unmeasured = d["gate"] == "none" or (d["step"] == 0 and d["gate"].startswith("retention"))
         if d["status"] != UpdateStatus.NO_UPDATE:  # a gate measures an update it is given (retention: from step 1)
             assert (d["measurement"] is None) == unmeasured, d
     for gate in summary["gate_order"]:

@@ -14,12 +14,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import ALL, SHARED, random_peft_adapter, release
 
 from sealq.convert import convert_peft_to_gguf
 from sealq.convert.dequantize import dequantize_gguf
 from sealq.errors import SealqError
-
-from conftest import ALL, SHARED, random_peft_adapter, release
 
 SHARED_CASES = SHARED.parent.parent / "cases"
 
@@ -232,7 +231,7 @@ def test_refused_variants(hf_model, f32_runner, tmp_path):
         with pytest.raises(SealqError, match=message):
             _convert(tmp_path, f32_runner)
     cfg_path.write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    with pytest.raises(SealqError, match="unreadable .RecursionError"):
+    with pytest.raises(SealqError, match=r"unreadable .RecursionError"):
         _convert(tmp_path, f32_runner)
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(SealqError, match="is one of the input files"):  # would overwrite the base model
@@ -250,7 +249,7 @@ def test_two_adapters_in_one_weights_file_are_refused(hf_model, f32_runner, tmp_
     tensors = load_file(str(weights))
     extra = {k.replace(".lora_A.weight", ".lora_A.other.weight"): v.clone() for k, v in tensors.items() if ".lora_A." in k}
     save_file({**tensors, **extra}, str(weights))
-    with pytest.raises(SealqError, match="two lora_A tensors for model.layers.0.self_attn.q_proj"):
+    with pytest.raises(SealqError, match=r"two lora_A tensors for model\.layers\.0\.self_attn\.q_proj"):
         _convert(tmp_path, f32_runner)
 
 
@@ -263,7 +262,7 @@ def test_embedding_target_and_mismatched_shapes_are_refused(hf_model, f32_runner
     # an embedding target, as PEFT names it
     save_file({**tensors, "base_model.model.model.embed_tokens.lora_A.weight": torch.zeros(4, 49152),
                "base_model.model.model.embed_tokens.lora_B.weight": torch.zeros(576, 4)}, str(weights))
-    with pytest.raises(SealqError, match="embed_tokens.*not supported"):
+    with pytest.raises(SealqError, match=r"embed_tokens.*not supported"):
         _convert(tmp_path, f32_runner)
     # lora_A with another input width: an adapter trained on another base
     bad = {k: (torch.zeros(4, 999) if k.endswith("lora_A.weight") else v) for k, v in tensors.items()}

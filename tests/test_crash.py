@@ -120,7 +120,7 @@ def test_full_workspace_is_one_line_and_resumable(reference, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: workspace ") and "is full" in lines[-1] and "--resume" in lines[-1]
     assert "Traceback" not in proc.stderr
-    run_id, status = run_id_and_status(tmp_path)
+    _run_id, status = run_id_and_status(tmp_path)
     assert status == "failed"
     assert sqlite_utils.Database(str(tmp_path / "runs.db"))["passages"].count == 1  # the baseline was kept
     resume_and_compare(tmp_path, reference)

@@ -1,4 +1,4 @@
-"""Issue 14 item 7: data and teacher files that used to give a traceback, a silent wrong result or a
+"""Faults found with inputs from the field: data and teacher files that used to give a traceback, a silent wrong result or a
 misleading message. One test per kind found, on the loaders (the exact value loaded, or the exact
 error), then the same files through the real CLI: exit code 2, exactly one `Error:` line, no run recorded.
 docs/errors.md lists these cases."""

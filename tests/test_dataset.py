@@ -4,13 +4,12 @@ import json
 import warnings
 
 import pytest
+from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sealq.engine.dataset import load_passages, parse_passages
 from sealq.errors import SealqError, SealqWarning
-
-from conftest import SHARED
 
 
 def test_default_set_is_eight_invented_passages():
@@ -45,7 +44,7 @@ def test_official_squad_format_keeps_every_gold_answer(tmp_path):
     assert p.questions[0].answers == ("Denver Broncos", "Broncos")
 
 
-@pytest.mark.skipif(not (SHARED / "squad.json").exists(), reason="shared SQuAD data not beside the checkout")
+@pytest.mark.skipif(not (SHARED / "squad.json").exists(), reason=f"{SHARED / 'squad.json'} not found (../shared beside the clone)")
 def test_real_seal_squad_file():
     ps = load_passages(SHARED / "squad.json")
     assert len(ps) > 1000

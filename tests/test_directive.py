@@ -38,7 +38,7 @@ def test_missing_garbage_and_nonfinite():
 
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(st.none(), st.text(max_size=60),
-                 st.builds(lambda e, l, r: f"epochs={e} lr={l} rank={r}", st.floats(), st.floats(), st.integers())))
+                 st.builds(lambda e, lr, r: f"epochs={e} lr={lr} rank={r}", st.floats(), st.floats(), st.integers())))
 def test_any_text_gives_a_directive_within_bounds(text):
     p = parse_directive(text, D, B)
     d = p.directive

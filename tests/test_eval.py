@@ -57,7 +57,7 @@ def eval_run(tmp_path_factory, cache_root):
 
 
 def test_every_condition_is_recorded_and_tagged(eval_run):
-    ws, table = eval_run
+    ws, _table = eval_run
     db = sqlite_utils.Database(str(ws / "runs.db"))
     (run,) = list(db["runs"].rows)
     assert run["command"] == "eval" and run["status"] == "done"

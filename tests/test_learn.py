@@ -246,7 +246,7 @@ def test_export_loads_in_llama_cpp_and_equals_the_stack(learn_run, tmp_path):
 
 
 def test_views_and_resume_refusals(learn_run):
-    ws, summary = learn_run
+    ws, _summary = learn_run
     r = CliRunner().invoke(cli, ["show", "latest", "--workspace", str(ws)])
     assert r.exit_code == 0 and "probe questions:" in r.output and "learned from:" in r.output, r.output
     r = CliRunner().invoke(cli, ["runs", "--workspace", str(ws)])

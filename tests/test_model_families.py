@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ALL, random_peft_adapter, release
 from tiny_models import ARCHITECTURES, FAMILIES, GGUF_ARCH, TEMPLATES, build_hf, save_smollm_tokenizer, to_gguf, upstream_lora
 

@@ -76,7 +76,7 @@ def _adapter(folder: Path, name: str) -> TrainedAdapter:
     gguf = folder / f"{name}.gguf"
     gguf.write_bytes(b"gguf " + name.encode())
     train = TrainResult(peft, rank=16, alpha=32.0, steps=4, tokens_trained=100, losses=[2.0, 1.0],
-                        final_loss=1.0, seconds=0.5)
+                        final_loss=1.0, seconds=0.5, threads=1)
     return TrainedAdapter(peft, gguf, Directive(), train, convert_seconds=0.1, n_sequences=3)
 
 
@@ -146,7 +146,7 @@ def _approx_groups(groups):
 
 
 def test_the_recorder_writes_what_it_was_given(run_r):
-    db, folder, (rec_a, cands_a, _), _ = run_r
+    db, _folder, (rec_a, cands_a, _), _ = run_r
     assert rec_a.baseline == S(0.5, 0.5, 0.5) and len(rec_a.question_ids) == 2
     assert record.find_passage(db, RUN, 0, Split.ALL, 0) == rec_a  # read back (resume)
     assert record.find_passage(db, RUN, 0, Split.ALL, 2) is None
@@ -182,7 +182,7 @@ def test_the_recorder_writes_what_it_was_given(run_r):
 def test_best_of_k_tie_breaks(run_r):
     """Highest contains gain; on a tie the higher F1 gain (A: sample 1); on a full tie the earlier sample
     (B: sample 0, though mark_best was handed the candidates in reverse order)."""
-    db, _, (_, cands_a, best_a), (_, cands_b, best_b) = run_r
+    db, _, (_, cands_a, best_a), (_, _cands_b, best_b) = run_r
     assert best_a.sample_idx == 1 and best_b.sample_idx == 0
     best = {(r["idx"], r["sample_idx"]) for r in db.query(
         "select p.idx, s.sample_idx from self_edits s join passages p on p.id = s.passage_id where s.is_best = 1")}
@@ -411,3 +411,22 @@ def test_pool_seeds_script_averages_runs_that_differ_only_in_seed(run_r, tmp_pat
                            (copy({}), "Error: two runs have the same seed")):
         rc, err = pool(src, other)
         assert (rc, err.strip().splitlines()) == (2, [message])
+
+
+def test_thread_use_says_when_a_training_used_fewer_threads(tmp_path):
+    """An automatic count: an adapter trained with fewer threads than the run's is counted and explained; a
+    run recorded before thread counts were stored says so instead of inventing one."""
+    from sealq.analysis.summary import thread_use
+
+    db = open_db(path=tmp_path / "runs.db")
+    config = LoopConfig().with_threads(2).to_dict()
+    config["train"]["lower_when_busy"] = True
+    db["runs"].insert({"id": "T", "command": "loop", "status": "done", "config_json": json.dumps(config)})
+    db["adapters"].insert_all([{"run_id": "T", "threads": n} for n in (2, 2, 1)])
+    use = thread_use(db, db["runs"].get("T"))
+    assert (use["run"], use["automatic"], use["adapters"]) == (2, True, {"2": 2, "1": 1})
+    assert use["text"] == "threads 2 (automatic); adapters trained with 2: 2, 1: 1 (fewer: other processes held cores)"
+    old = LoopConfig().to_dict()
+    db["runs"].insert({"id": "OLD", "command": "loop", "status": "done", "config_json": json.dumps(old)})
+    db["adapters"].insert({"run_id": "OLD", "threads": None})
+    assert thread_use(db, db["runs"].get("OLD"))["text"] == "threads not recorded; adapters trained with unrecorded: 1"

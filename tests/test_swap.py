@@ -4,12 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_peft_adapter
 
 from sealq.convert import convert_peft_to_gguf
 from sealq.errors import SealqError
 from sealq.models.llama import LlamaRunner
-
-from conftest import random_peft_adapter
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 
 from sealq.convert import convert_peft_to_gguf
 from sealq.convert.lora_gguf import permute_rows
+from sealq.cores import bf16_supported
 from sealq.engine.config import Directive, TrainConfig
 from sealq.engine.selfedit import training_texts
-from sealq.cores import bf16_supported
 from sealq.engine.train import lr_at, make_batches, train_lora
 from sealq.errors import SealqError
 

@@ -91,6 +91,24 @@ def test_directives_off_closing_lines_mention_no_fallback(off_run, tmp_path):
     assert [e["directive_fallbacks"] for p in detail["passages"] for e in p["self_edits"]] == [None]
 
 
+def test_show_gives_the_runs_and_each_adapters_thread_count(off_run):
+    """The run's threads (pinned by the suite: fixed) are stored with it, each adapter row records the count it
+    trained with, and `sealq show` says both (--json and the printed header and table)."""
+    from conftest import TEST_THREADS
+
+    ws, run_id, _ = off_run
+    n = int(TEST_THREADS)
+    config = json.loads(sqlite_utils.Database(str(ws / "runs.db"))["runs"].get(run_id)["config_json"])
+    assert (config["train"]["threads"], config["eval"]["threads"], config["train"]["lower_when_busy"]) == (n, n, False)
+    detail = json.loads(_invoke("show", run_id, "--workspace", str(ws), "--json"))
+    threads = detail["run"]["threads"]
+    assert (threads["run"], threads["automatic"], threads["adapters"]) == (n, False, {str(n): 1})
+    assert [e["threads"] for p in detail["passages"] for e in p["self_edits"]] == [n]
+    text = _invoke("show", run_id, "--workspace", str(ws))
+    assert f"threads {n} (fixed); adapters trained with {n}: 1" in text
+    assert re.search(r"threads", text.split("\n", 3)[3]), text  # the per-self-edit table has the column
+
+
 def test_model_directives_report_their_real_count_everywhere(cli_run, tmp_path):
     """A model-directives run: the loop's closing line, --json, show and the report give one count."""
     from rich.console import Console
@@ -159,7 +177,7 @@ def test_a_live_writer_is_running_in_every_view(dead_run, tmp_path):
 def test_counts_and_duration_agree_across_views(off_run, tmp_path):
     from sealq.analysis.summary import format_duration
 
-    ws, run_id, printed = off_run
+    ws, run_id, _printed = off_run
     db = sqlite_utils.Database(str(ws / "runs.db"))
     ms = db["runs"].get(run_id)["duration_ms"]
     (row,) = json.loads(_invoke("runs", "--workspace", str(ws), "--json"))

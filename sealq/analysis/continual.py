@@ -40,7 +40,7 @@ def _config(db, run_id: str) -> dict:
     return json.loads(db["runs"].get(run_id)["config_json"])
 
 
-def model_updates(db, model_id: int) -> list[tuple[str, str]]:
+def model_updates(db, model_id: int | None) -> list[tuple[str, str]]:
     """The (PEFT folder, GGUF file) of the accepted updates that make model state ``model_id``, oldest first
     (empty for a base state)."""
     out = []

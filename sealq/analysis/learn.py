@@ -100,7 +100,7 @@ def _per_passage(db, run_id: str, gate: str, length: int) -> list[dict]:
                               "continual_model_id = ? order by sample_idx", [p[0], m]))
         se = [e for e in edits if e["source"] == Source.SELF_EDIT]
         po = [e for e in edits if e["source"] == Source.PASSAGE_ONLY]
-        golds = [before if e["status"] != EditStatus.OK else _gold_scores(db, m, e["id"], qids) for e in se]
+        golds: list = [before if e["status"] != EditStatus.OK else _gold_scores(db, m, e["id"], qids) for e in se]
         pick = next((i for i, e in enumerate(se) if e["is_best"]), None)
         if before is None or pick is None or any(g is None for g in golds) or not po:
             continue  # the step is not complete yet
@@ -149,7 +149,7 @@ def _validation(db, run_id: str, gate: str, length: int) -> dict | None:
     per = _per_passage(db, run_id, gate, length)
     if not per:
         return None
-    rows = {}
+    rows: dict = {}  # row -> its interval dict, or None
     for key in VALIDATION_ROWS:
         groups = [p["scores"][key] for p in per if p["scores"][key] is not None]
         if len(groups) != len(per):

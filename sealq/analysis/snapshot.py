@@ -21,7 +21,7 @@ _QUERIES = {
                             s.reward_f1, s.is_best
                      from self_edits s join passages p on p.id = s.passage_id""",
     "adapters": """select p.round, p.split, p.idx, s.source, s.seed_idx, s.sample_idx, a.rank, a.alpha, a.epochs, a.lr,
-                          a.n_sequences, a.tokens_trained, round(a.final_loss, 4), a.kept, a.gguf_sha256,
+                          a.n_sequences, a.tokens_trained, round(a.final_loss, 4), a.kept, a.gguf_sha256, a.threads,
                           replace(a.gguf_path, rtrim(a.gguf_path, replace(a.gguf_path, '/', '')), '')
                    from adapters a join self_edits s on s.id = a.self_edit_id join passages p on p.id = s.passage_id""",
     "answers": """select p.round, p.split, p.idx, q.idx, a.condition, s.seed_idx, s.sample_idx, a.prediction, a.em, a.f1,
@@ -29,7 +29,7 @@ _QUERIES = {
                   from answers a join questions q on q.id = a.question_id join passages p on p.id = q.passage_id
                   left join self_edits s on s.id = a.self_edit_id""",
     "policies": """select round, status, n_pairs, rank, alpha, epochs, lr, tokens_trained, round(final_loss, 4),
-                          gguf_sha256, replace(gguf_path, rtrim(gguf_path, replace(gguf_path, '/', '')), '') from policies""",
+                          gguf_sha256, threads, replace(gguf_path, rtrim(gguf_path, replace(gguf_path, '/', '')), '') from policies""",
     "policy_pairs": """select pol.round, p.round, p.split, p.idx, s.sample_idx from policy_pairs pp
                        join policies pol on pol.id = pp.policy_id join self_edits s on s.id = pp.self_edit_id
                        join passages p on p.id = s.passage_id""",

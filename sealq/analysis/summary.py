@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 
 from sealq.metrics import METRICS, Score
-from sealq.vocab import CORE_ROWS, RESUMABLE, Command, Condition, EditStatus, Row, RunStatus, Source, Split
+from sealq.vocab import CORE_ROWS, RESUMABLE, Command, Condition, EditStatus, PolicyStatus, Row, RunStatus, Source, Split
 
 __all__ = ["summarize", "scores_by_passage", "column", "directive_fallbacks",
            "edit_counts", "results_scope", "format_duration", "plural", "describe_edits", "describe_status", "run_overview",
@@ -34,6 +34,7 @@ __all__ = ["summarize", "scores_by_passage", "column", "directive_fallbacks",
 
 
 def _where(round_, split) -> tuple[str, list]:
+    params: list
     sql, params = "", []
     if round_ is not None:
         sql, params = sql + " and round = ?", params + [round_]
@@ -144,7 +145,7 @@ def edit_counts(db, run_id: str, round: int | None = None, split: str | None = N
 
     if not by_type:
         return count(rows)
-    types = {}
+    types: dict[str, list] = {}
     for r in rows:
         types.setdefault(r["edit_type"], []).append(r)
     out = [{"edit_type": t, **count(g)} for t, g in types.items()]
@@ -194,7 +195,7 @@ def describe_status(run_id: str, status: str, error: str | None = None, command:
         RunStatus.DEAD: "dead: recorded as running, but no process holds its lock (killed or crashed)",
         RunStatus.INTERRUPTED: "interrupted (Ctrl-C)",
         RunStatus.FAILED: "failed" + (f" ({error.splitlines()[0][:200]})" if error else ""),
-    }.get(status, status)
+    }.get(status, status)  # type: ignore[call-overload]  # typeshed: a str key finds a RunStatus (a Name hashes as its value)
     if status in RESUMABLE:
         what += f"; continue it with `{resume_command(run_id, command)}`"
     return what
@@ -237,12 +238,35 @@ def run_overview(db, run) -> dict:
     return out
 
 
+def thread_use(db, row: dict) -> dict:
+    """The thread counts of a run: ``run`` (torch and llama.cpp threads decided when it started or last
+    resumed, from ``config_json``; None for a run recorded before they were stored), ``automatic`` (True:
+    chosen from the free cores, a training may have used fewer; False: given with ``--threads`` or
+    ``SEALQ_THREADS``), ``adapters`` (``{threads: adapters and policies trained with that many}``, the
+    ``threads`` column, m008; None for rows recorded before it) and ``text`` (one line for the views)."""
+    config = json.loads(row["config_json"] or "{}")
+    train = config.get("loop", config).get("train", {})
+    counts = dict(db.execute(
+        """select threads, count(*) from (select threads from adapters where run_id = ?
+           union all select threads from policies where run_id = ? and status = ?)
+           group by threads order by threads desc""", [row["id"], row["id"], PolicyStatus.TRAINED.value]).fetchall())
+    run, automatic = train.get("threads") or None, bool(train.get("lower_when_busy"))
+    used = ", ".join(f"{'unrecorded' if n is None else n}: {c}" for n, c in counts.items())
+    text = "threads " + ("not recorded" if run is None else f"{run} ({'automatic' if automatic else 'fixed'})")
+    if used:
+        text += f"; adapters trained with {used}"
+    if run and any(n is not None and n < run for n in counts):
+        text += " (fewer: other processes held cores)"
+    return {"run": run, "automatic": automatic, "adapters": {str(n): c for n, c in counts.items()}, "text": text}
+
+
 def _run_basics(db, row: dict) -> dict:
-    """What every run's overview starts with: ids, times, status and how to continue it, model and data."""
+    """What every run's overview starts with: ids, times, status and how to continue it, model and data,
+    thread counts (:func:`thread_use`)."""
     from sealq.store import resume_command, run_status
 
     status = run_status(db, row)
-    return {
+    return {"threads": thread_use(db, row),
         "id": row["id"], "command": row["command"], "started_utc": row["started_utc"],
         "finished_utc": row["finished_utc"], "status": status,
         "status_text": describe_status(row["id"], status, row["error"], row["command"]),

@@ -128,7 +128,7 @@ def _vs_round0(s: dict, s0: dict, n_boot: int) -> dict:
 
 
 def _holdout(s: dict, n_boot: int) -> dict:
-    h = {"passages": len(s[Row.NO_CONTEXT]), "questions": sum(len(p) for p in s[Row.NO_CONTEXT])}
+    h: dict = {"passages": len(s[Row.NO_CONTEXT]), "questions": sum(len(p) for p in s[Row.NO_CONTEXT])}
     for row in (Row.NO_CONTEXT, Row.WITH_CONTEXT, Row.MEAN_SELF_EDIT, Row.BEST_OF_K):
         h[row] = intervals(s[row], n_boot)
     h["mean_gain"] = differences(s[Row.MEAN_SELF_EDIT], s[Row.NO_CONTEXT], n_boot)

@@ -10,8 +10,18 @@ import click
 
 from sealq.cli.loop import _json_option, _run_options, _training_options
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PAPER_TEMPERATURE, ContinualConfig, Directive, EvalConfig,
-                                 LoopConfig, SelfEditConfig, TrainConfig, resolve_precision)
+from sealq.engine.config import (
+    EDIT_TYPES,
+    PAPER_EDIT_TYPES,
+    PAPER_TEMPERATURE,
+    ContinualConfig,
+    Directive,
+    EvalConfig,
+    LoopConfig,
+    SelfEditConfig,
+    TrainConfig,
+    resolve_precision,
+)
 from sealq.errors import SealqError
 
 
@@ -105,10 +115,10 @@ def print_continual(summary: dict, console, db_path: str) -> None:
 @_run_options(workspace="runs.db and adapters go")
 @_training_options(epochs="Training epochs of each update.", lr="Peak learning rate of each update.",
                    rank="LoRA rank of each update (alpha = 2 x rank).")
-@click.option("--resume", metavar="RUN", help="Continue an interrupted continual run (id, prefix or 'latest'); other options are ignored.")
+@click.option("--resume", metavar="RUN", help="Continue an interrupted continual run (id, prefix or 'latest'); other options but --threads are ignored.")
 @_json_option("summary")
 def continual(data, k, sequences, length, gates, gate_fraction, edit_types, directives, model, seed, workspace,
-              epochs, lr, rank, precision, resume, as_json):
+              epochs, lr, rank, precision, threads, resume, as_json):
     """Continual self-edits: learn passages one after another into one model and measure forgetting.
 
     Per sequence, from the base model: at each step the current model writes K self-edits for the next
@@ -124,7 +134,7 @@ def continual(data, k, sequences, length, gates, gate_fraction, edit_types, dire
     ws = resolve_workspace(workspace)
     events = _Lines(Console(stderr=True, emoji=False))
     if resume is not None:
-        summary = resume_continual(resume, ws, events)
+        summary = resume_continual(resume, ws, events, threads=threads)
     else:
         if k < 1:  # before LoopConfig, whose message mentions eval-only steps
             raise SealqError(f"--k must be at least 1, got {k}")
@@ -132,7 +142,8 @@ def continual(data, k, sequences, length, gates, gate_fraction, edit_types, dire
                           selfedit=SelfEditConfig(k=k, edit_types=edit_types or PAPER_EDIT_TYPES, temperature=PAPER_TEMPERATURE,
                                                   directives=directives),
                           train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank),
-                                            precision=resolve_precision(precision)), eval=EvalConfig())
+                                            precision=resolve_precision(precision), threads=threads or 0),
+                          eval=EvalConfig())
         config = ContinualConfig(loop=loop, sequences=sequences, length=length, gates=gates or ("none",),
                                  gate_fraction=gate_fraction)
         summary = run_continual(config, ws, events)

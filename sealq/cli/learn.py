@@ -1,5 +1,5 @@
-"""``sealq learn`` (learn a document with the model's own probe questions, :mod:`sealq.engine.learn`) and
-``sealq export`` (a learned model's accepted updates as one GGUF adapter)."""
+"""``sealq learn``: learn a document with the model's own probe questions (:mod:`sealq.engine.learn`).
+``sealq export``, which writes a learned model's accepted updates as one GGUF adapter, is in :mod:`sealq.cli.views`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,18 @@ import click
 from sealq.cli.continual import _Lines, print_continual
 from sealq.cli.loop import _json_option, _run_options, _training_options
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PAPER_TEMPERATURE, Directive, EvalConfig, LearnConfig, LoopConfig,
-                                 SelfEditConfig, TrainConfig, resolve_precision)
+from sealq.engine.config import (
+    EDIT_TYPES,
+    PAPER_EDIT_TYPES,
+    PAPER_TEMPERATURE,
+    Directive,
+    EvalConfig,
+    LearnConfig,
+    LoopConfig,
+    SelfEditConfig,
+    TrainConfig,
+    resolve_precision,
+)
 from sealq.errors import SealqError
 
 
@@ -70,10 +80,10 @@ def print_learn(summary: dict, console, db_path: str) -> None:
 @_run_options(workspace="runs.db and adapters go")
 @_training_options(epochs="Training epochs of each update.", lr="Peak learning rate of each update.",
                    rank="LoRA rank of each update (alpha = 2 x rank).")
-@click.option("--resume", metavar="RUN", help="Continue an interrupted learn run (id, prefix or 'latest'); other options are ignored.")
+@click.option("--resume", metavar="RUN", help="Continue an interrupted learn run (id, prefix or 'latest'); other options but --threads are ignored.")
 @_json_option("summary")
 def learn(files, k, probes_per_passage, gates, max_passage_tokens, passages, edit_types, model, seed, workspace,
-          epochs, lr, rank, precision, resume, as_json):
+          epochs, lr, rank, precision, threads, resume, as_json):
     """Learn FILES (.txt, .md; a .json of SQuAD passages keeps its questions hidden, for validation).
 
     The document is split into passages (by headings and paragraphs); for each, the model writes probe
@@ -92,7 +102,7 @@ def learn(files, k, probes_per_passage, gates, max_passage_tokens, passages, edi
     if resume is not None:
         if files:
             raise SealqError("--resume continues a run with its own files; give no FILES")
-        summary = resume_learn(resume, ws, events)
+        summary = resume_learn(resume, ws, events, threads=threads)
     else:
         if not 1 <= k <= 64:  # before LoopConfig, whose message mentions eval-only steps
             raise SealqError(f"--k must be in 1-64, got {k}")
@@ -100,7 +110,8 @@ def learn(files, k, probes_per_passage, gates, max_passage_tokens, passages, edi
                           selfedit=SelfEditConfig(k=k, edit_types=edit_types or PAPER_EDIT_TYPES, temperature=PAPER_TEMPERATURE,
                                                   directives="off"),
                           train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank),
-                                            precision=resolve_precision(precision)), eval=EvalConfig())
+                                            precision=resolve_precision(precision), threads=threads or 0),
+                          eval=EvalConfig())
         config = LearnConfig(loop=loop, files=files, probes_per_passage=probes_per_passage, gates=gates or ("none",),
                              max_passage_tokens=max_passage_tokens, passages=passages)
         summary = run_learn(config, ws, events)

@@ -14,8 +14,20 @@ import time
 import click
 
 from sealq.cli.main import cli
-from sealq.engine.config import (EDIT_TYPES, PAPER_EDIT_TYPES, PRECISIONS, TRAIN_ON, Directive, EvalConfig, LoopConfig, PolicyConfig, ScaleConfig,
-                                 SelfEditConfig, TrainConfig, resolve_precision)
+from sealq.engine.config import (
+    EDIT_TYPES,
+    PAPER_EDIT_TYPES,
+    PRECISIONS,
+    TRAIN_ON,
+    Directive,
+    EvalConfig,
+    LoopConfig,
+    PolicyConfig,
+    ScaleConfig,
+    SelfEditConfig,
+    TrainConfig,
+    resolve_precision,
+)
 from sealq.models.registry import DEFAULT_MODEL
 from sealq.vocab import ROW_LABELS, Row, Source
 
@@ -223,6 +235,11 @@ def _training_options(epochs: str, lr: str, rank: str):
                      help="LoRA training: bf16 runs the frozen base's matmuls in bfloat16 (CPUs with AVX512-BF16 or "
                           "AMX; LoRA weights, optimizer, attention and loss stay fp32); auto picks bf16 where the "
                           "CPU has it, else fp32. The run records what it used."),
+        click.option("--threads", type=click.IntRange(min=1), metavar="N",
+                     help="Torch and llama.cpp threads, exactly, for the whole run (also $SEALQ_THREADS); recorded, "
+                          "and reused by --resume unless given again. Default: the cores other processes leave free "
+                          "when the run starts (a training may then use fewer if they get busy; each adapter records "
+                          "its count)."),
     )
 
 
@@ -257,7 +274,7 @@ _restem_options = _options(
 @_input_options(data="Default: the bundled 8 invented passages.", passages="Use only the first N passages.",
                 k="Self-edits sampled per passage (best-of-K).")
 @_edit_type_option("Self-edit prompt(s); repeat to mix (samples cycle through them). "
-                   f"Default: {', '.join(SelfEditConfig.edit_types)} (docs/efficacy.md).")
+                   f"Default: {', '.join(SelfEditConfig.edit_types)} (the dev sweep: docs/notes/).")
 @_run_options(workspace="runs.db and adapters go")
 @click.option("--directives", type=click.Choice(["model", "off"]), default="model", show_default=True,
               help="'model': each self-edit carries a model-written directive; 'off': the default directive for all.")
@@ -268,9 +285,11 @@ _restem_options = _options(
 @_restem_options
 @_scale_options
 @click.option("--resume", "resume", metavar="RUN",
-              help="Continue an interrupted run (id, prefix or 'latest') with its stored settings; other options are ignored.")
+              help="Continue an interrupted run (id, prefix or 'latest') with its stored settings; other options but --threads "
+                   "and the --workers options are ignored.")
 @_json_option("summary")
-def loop(data, passages, k, edit_types, min_grounding, train_on, model, seed, workspace, directives, epochs, lr, rank, precision, temperature, top_p,
+def loop(data, passages, k, edit_types, min_grounding, train_on, model, seed, workspace, directives, epochs, lr, rank, precision, threads,
+         temperature, top_p,
          keep_adapters, rounds, holdout, holdout_fraction, holdout_passages, policy_epochs, policy_lr, policy_rank,
          workers, threads_per_worker, ray_address, resume, as_json):
     """Run the SEAL inner loop: baseline, self-edits, LoRA per self-edit, evaluation, best-of-K.
@@ -284,7 +303,7 @@ def loop(data, passages, k, edit_types, min_grounding, train_on, model, seed, wo
     scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
     if resume is not None:  # `--resume ""` (an unset shell variable) is an error, not a new run
         ws = resolve_workspace(workspace)
-        summary = _with_progress(lambda events: resume_loop(resume, ws, events, scale))
+        summary = _with_progress(lambda events: resume_loop(resume, ws, events, scale, threads=threads))
         _print(summary, as_json, ws)
         return
     # ReST-EM-only options without --rounds are refused by LoopConfig itself (a SealqError: one line, exit 2)
@@ -292,7 +311,8 @@ def loop(data, passages, k, edit_types, min_grounding, train_on, model, seed, wo
         model=model, data=data, passages=passages, seed=seed, keep_adapters=keep_adapters,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or SelfEditConfig.edit_types, temperature=temperature, top_p=top_p,
                                 directives=directives, min_grounding=min_grounding, train_on=train_on),
-        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(), rounds=rounds,
+        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision),
+                          threads=threads or 0), eval=EvalConfig(), rounds=rounds,
         holdout=holdout, holdout_fraction=holdout_fraction, holdout_passages=holdout_passages,
         policy=PolicyConfig(epochs=policy_epochs, lr=policy_lr, rank=policy_rank),
     )
@@ -382,7 +402,7 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
               help="Teacher self-edits (JSON list of {title, context, completions}); only passages with one are used.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Repeat every trained condition with seeds SEED, SEED+1, ... (self-edits resampled, LoRAs re-initialized).")
-@_edit_type_option(f"Self-edit prompt(s); repeat to mix. Default: {', '.join(SelfEditConfig.edit_types)} (docs/efficacy.md; "
+@_edit_type_option(f"Self-edit prompt(s); repeat to mix. Default: {', '.join(SelfEditConfig.edit_types)} (the dev sweep: docs/notes/; "
                    f"the paper's row is {', '.join(PAPER_EDIT_TYPES)}).")
 @_sampling_options
 @_run_options(workspace="runs.db goes")
@@ -390,7 +410,8 @@ def print_eval(table: dict, run_id: str, console, config: dict) -> None:
                    rank="LoRA rank, alpha = 2 x rank (every condition).")
 @_scale_options
 @_json_option("table")
-def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, train_on, temperature, top_p, model, seed, workspace, epochs, lr, rank, precision,
+def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, train_on, temperature, top_p, model, seed, workspace, epochs, lr, rank,
+          precision, threads,
           workers, threads_per_worker, ray_address, as_json):
     """The SEAL comparison table: base, ceiling, LoRA on passage, passage + self-edit (mean and best-of-K),
     passage + teacher self-edit; EM, F1 and contains with 95% passage-bootstrap intervals.
@@ -407,7 +428,8 @@ def eval_(data, passages, k, teacher, seeds, edit_types, min_grounding, train_on
         model=model, data=data, passages=passages, seed=seed, seeds=seeds, passage_only=True, teacher=teacher,
         selfedit=SelfEditConfig(k=k, edit_types=edit_types or SelfEditConfig.edit_types, directives="off",
                                 temperature=temperature, top_p=top_p, min_grounding=min_grounding, train_on=train_on),
-        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision)), eval=EvalConfig(),
+        train=TrainConfig(default=Directive(epochs=epochs, lr=lr, rank=rank), precision=resolve_precision(precision),
+                          threads=threads or 0), eval=EvalConfig(),
     )
     scale = ScaleConfig(workers=workers, threads_per_worker=threads_per_worker, ray_address=ray_address)
     ws = resolve_workspace(workspace)

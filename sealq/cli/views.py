@@ -95,7 +95,7 @@ def run_detail(db, run_id: str) -> dict:
     and per passage: baseline and ceiling accuracy, each self-edit (type, directive, reward), the best pick."""
     from sealq.analysis.summary import directive_fallbacks, run_overview
 
-    out = {"run_id": run_id, "run": run_overview(db, run_id), "passages": []}
+    out: dict = {"run_id": run_id, "run": run_overview(db, run_id), "passages": []}
     for p in db.query("select * from passages where run_id = ? order by round, split = ?, idx",
                       [run_id, Split.TRAIN.value]):
         acc = {c: db.execute(
@@ -103,7 +103,8 @@ def run_detail(db, run_id: str) -> dict:
                where q.passage_id = ? and a.condition = ?""", [p["id"], c.value]).fetchone()[0]
             for c in (Condition.NO_CONTEXT, Condition.WITH_CONTEXT)}
         edits = []
-        for s in db.query("select * from self_edits where passage_id = ? order by seed_idx, sample_idx", [p["id"]]):
+        for s in db.query("""select s.*, a.threads from self_edits s left join adapters a on a.self_edit_id = s.id
+                             where s.passage_id = ? order by s.seed_idx, s.sample_idx""", [p["id"]]):
             fallbacks = directive_fallbacks(s)
             edits.append({
                 "id": s["id"], "sample": s["sample_idx"], "source": s["source"], "seed": s["seed_idx"],
@@ -113,6 +114,7 @@ def run_detail(db, run_id: str) -> dict:
                 # fields that fell back to the default; null: no model-written directive was asked for
                 "directive_fallbacks": fallbacks,
                 "accuracy": s["accuracy"], "reward": s["reward"], "best": bool(s["is_best"]), "text": s["text"],
+                "threads": s["threads"],  # torch threads its adapter trained with (None: no adapter, or not recorded)
             })
         out["passages"].append({"idx": p["idx"], "round": p["round"], "split": p["split"], "title": p["title"],
                                 "questions": p["n_questions"],
@@ -150,12 +152,13 @@ def show(run, workspace, as_json):
     console.print(f"run {o['id']} ({o['command']}, {o['model']}): {o['status_text']}", **plain)
     console.print(f"{plural(o['passages'], 'passage')}, {plural(o['questions'], 'question')}, K={o['k']}, {o['duration']}; "
                   f"{o['edits_text']}", **plain)
+    console.print(o["threads"]["text"], **plain)
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731  (a dead run may lack a ceiling)
     for p in detail["passages"]:
         where = "" if p["split"] == Split.ALL else f"round {p['round']} {p['split']} "
         t = Table(title=f"{where}[{p['idx']}] {p['title']}: baseline {fmt(p['baseline'])}, ceiling {fmt(p['ceiling'])} "
                         f"({p['questions']} questions)", title_justify="left")
-        for col in ("K", "type", "items", "directive", "fallback", "accuracy", "reward", "best"):
+        for col in ("K", "type", "items", "directive", "fallback", "threads", "accuracy", "reward", "best"):
             t.add_column(col)
         for e in p["self_edits"]:
             d = e["directive"]
@@ -166,6 +169,7 @@ def show(run, workspace, as_json):
                 fallbacks = "fixed" if "all" in e["fallbacks"] or e["source"] != Source.SELF_EDIT else "-"
             t.add_row(sample, e["edit_type"], str(e["n_items"]),
                       f"epochs={d['epochs']} lr={d['lr']:g} r={d['rank']}", fallbacks,
+                      "-" if e["threads"] is None else str(e["threads"]),
                       f"{e['accuracy']:.2f}", f"{e['reward']:+.2f}" + (" (skipped)" if e["status"] != EditStatus.OK else ""),
                       "*" if e["best"] else "")
         console.print(t)
@@ -195,17 +199,22 @@ def _show_continual(db, run_id: str, as_json: bool) -> None:
 
     console = Console(width=max(Console().width, 150), emoji=False)  # a gate spec like kl:100: is no emoji
     o, c = detail["run"], detail["run"]["continual"]
-    plain = dict(markup=False, highlight=False, soft_wrap=True)
+    plain: dict = dict(markup=False, highlight=False, soft_wrap=True)
     console.print(f"run {o['id']} ({o['command']}, {o['model']}): {o['status_text']}", **plain)
     console.print(f"{c['sequences']} sequences x {plural(c['length'], 'passage')}, {plural(o['questions'], 'question')} "
                   f"recorded, K={o['k']}, {o['duration']}; {o['edits_text']}", **plain)
+    console.print(o["threads"]["text"], **plain)
     if o["command"] == Command.LEARN:
         from sealq.cli.learn import print_learn
 
         console.print(f"learned from: {o['data']}", **plain)
-        print_learn(detail["summary"], console, str(workspace_of(db) / DB_NAME))
+        ws = workspace_of(db)
+        assert ws is not None  # `sealq show` reads runs.db in a workspace folder, never an in-memory one
+        print_learn(detail["summary"], console, str(ws / DB_NAME))
     else:
-        print_continual(detail["summary"], console, str(workspace_of(db) / DB_NAME))
+        ws = workspace_of(db)
+        assert ws is not None  # as above
+        print_continual(detail["summary"], console, str(ws / DB_NAME))
     if detail["decisions"]:
         console.print(_decisions_table(detail["decisions"]))
     else:

@@ -66,7 +66,7 @@ def combine_adapters(adapters: list[str | Path], out_path: str | Path, name: str
     if len(archs) != 1:
         raise SealqError(f"the adapters are for different architectures ({', '.join(sorted(map(str, archs)))})")
     ranks = []
-    for (_, alpha, t), p in zip(parts, adapters):
+    for (_, _alpha, t), p in zip(parts, adapters):
         rs = {v.shape[0] for k, v in t.items() if k.endswith(".lora_a")}
         if len(rs) != 1:
             raise SealqError(f"{p}: its tensors have different ranks {sorted(rs)}")

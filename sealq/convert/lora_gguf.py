@@ -30,6 +30,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from sealq.errors import SealqError
 from sealq.models.arch import architecture, permute_rows
 from sealq.models.gguf_meta import BaseInfo, read_base_info, validate_adapter
 from sealq.vocab import LINEAR_TARGETS
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 __all__ = ["convert_peft_to_gguf", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo", "validate_adapter", "read_lora_config",
            "module_rank_alpha", "peft_scale", "written_alpha"]
@@ -161,15 +165,16 @@ def _targeted(config, module: str) -> bool:
     return config.target_modules is None or bool(check_target_module_exists(config, module))
 
 
-def module_rank_alpha(config, module: str) -> tuple[int, float]:
+def module_rank_alpha(config: LoraConfig, module: str) -> tuple[int, float]:
     """The rank and alpha PEFT gives ``module`` (e.g. ``model.layers.0.self_attn.q_proj``): ``rank_pattern``
     and ``alpha_pattern`` keys are regexes matched against the module name or a dotted suffix of it by
     PEFT's own ``get_pattern_key`` (as ``LoraModel._create_and_replace`` does), else ``r`` / ``lora_alpha``."""
     from peft.utils.other import get_pattern_key
 
     ranks, alphas = config.rank_pattern or {}, config.alpha_pattern or {}
-    r = ranks.get(get_pattern_key(ranks.keys(), module), config.r)
-    alpha = alphas.get(get_pattern_key(alphas.keys(), module), config.lora_alpha)
+    # ignore: peft annotates pattern_keys as Sequence[str] but only iterates them (and passes .keys() itself)
+    r = ranks.get(get_pattern_key(ranks.keys(), module), config.r)  # type: ignore[arg-type]
+    alpha = alphas.get(get_pattern_key(alphas.keys(), module), config.lora_alpha)  # type: ignore[arg-type]
     return int(r), float(alpha)
 
 

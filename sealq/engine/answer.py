@@ -8,10 +8,14 @@ the passage: whatever the adapted model answers right, it answers from its weigh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sealq.engine.dataset import Passage, Question
 from sealq.metrics import Score, score
-from sealq.models.llama import Generation, LlamaRunner
+from sealq.models.llama import Generation
+
+if TYPE_CHECKING:
+    from sealq.engine.protocols import Runner
 
 __all__ = ["qa_messages", "Answer", "answer_passage"]
 
@@ -34,7 +38,7 @@ class Answer:
     score: Score
 
 
-def answer_passage(runner: LlamaRunner, passage: Passage, with_context: bool, max_tokens: int) -> list[Answer]:
+def answer_passage(runner: Runner, passage: Passage, with_context: bool, max_tokens: int) -> list[Answer]:
     """Answer every question of ``passage`` greedily with whatever adapters are attached to ``runner``.
 
     Returns:

@@ -6,9 +6,9 @@ would be a bug; a bad option is the user's error and gets a one-line message).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from sealq.cores import bf16_supported
+from sealq.cores import bf16_supported, training_threads
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS, GateKind
 
@@ -32,7 +32,7 @@ def resolve_precision(precision: str) -> str:
 EDIT_TYPES = ("implications", "implications-long", "implications-very-long", "rewrite", "self-qa")
 
 #: The default self-edit prompt of ``sealq loop`` and ``sealq eval`` (with :attr:`SelfEditConfig.temperature`'s
-#: default), chosen on the dev sweep of docs/efficacy.md (issue 19): close rewrites of the passage taught the 135M
+#: default), chosen on the dev sweep of the self-edit recipe (docs/notes/2026-12-02-what-self-edit-recipe-teaches-best.md): close rewrites of the passage taught the 135M
 #: model more than its implications or self-QA, which invent facts when sampled warm.
 DEFAULT_EDIT_TYPES = ("rewrite",)
 
@@ -134,8 +134,12 @@ class TrainConfig:
         targets: linear modules that get a LoRA (llama names).
         max_seq_tokens: longest training sequence in tokens; longer ones are cut.
         warmup_fraction: share of steps with linear warm-up.
-        threads: torch intra-op threads (0: before each training, the usable cores minus those other
-            processes keep busy, :func:`sealq.cores.training_threads`).
+        threads: torch intra-op threads of every training; 0 until the run starts, when it is resolved
+            once and stored (:meth:`LoopConfig.with_threads`: ``--threads N`` or ``SEALQ_THREADS``, else the
+            cores other processes leave free then).
+        lower_when_busy: a training may use fewer than ``threads`` when other processes hold cores at its
+            start (:func:`sealq.cores.training_threads`; each adapter row records the count it used). Set
+            for an automatic count; a count the user gave is used exactly, so runs are reproducible.
         precision: ``fp32``, or ``bf16``: the frozen base's matmuls in bfloat16
             (:func:`sealq.engine.train.frozen_linears_in_bf16`; LoRA weights, gradients, optimizer state,
             norms, attention and the loss stay fp32); only on a CPU with native bf16
@@ -150,9 +154,11 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     threads: int = 0
     precision: str = "fp32"
+    lower_when_busy: bool = False
 
     def __post_init__(self):
         d, b = self.default, self.bounds
+        _check(self.threads >= 0, f"--threads must be at least 1, got {self.threads}")
         _check(b.epochs[0] <= d.epochs <= b.epochs[1], f"--epochs must be in {b.epochs[0]}-{b.epochs[1]}, got {d.epochs}")
         _check(b.lr[0] <= d.lr <= b.lr[1], f"--lr must be in {b.lr[0]:g}-{b.lr[1]:g}, got {d.lr:g}")
         _check(d.rank in b.ranks, f"--rank must be one of {', '.join(map(str, b.ranks))}, got {d.rank}")
@@ -171,7 +177,8 @@ class EvalConfig:
     Args:
         max_tokens: answer length budget in tokens.
         n_ctx: llama.cpp context window in tokens.
-        threads: llama.cpp threads (0: all cores).
+        threads: llama.cpp threads; 0 until the run starts, then resolved with the training threads
+            (:meth:`LoopConfig.with_threads`).
     """
 
     max_tokens: int = 24
@@ -206,7 +213,8 @@ class PolicyConfig:
         """The LoRA training settings of the generator update (targets and threads as the knowledge LoRAs')."""
         return TrainConfig(default=Directive(self.epochs, self.lr, self.rank), max_seq_tokens=self.max_seq_tokens,
                            bounds=DirectiveBounds((1, 20), (1e-6, 1e-2), (4, 8, 16, 32, 64)),
-                           targets=knowledge.targets, threads=knowledge.threads, precision=knowledge.precision)
+                           targets=knowledge.targets, threads=knowledge.threads, precision=knowledge.precision,
+                           lower_when_busy=knowledge.lower_when_busy)
 
 
 @dataclass(frozen=True)
@@ -277,8 +285,28 @@ class LoopConfig:
         """The config as plain JSON-able data."""
         return asdict(self)
 
+    def with_threads(self, n: int | None) -> LoopConfig:
+        """The config with its thread counts decided (once per run start or resume, then stored): ``n``
+        torch threads for every training and ``n`` llama.cpp threads, exactly; None: the cores other
+        processes leave free now (:func:`sealq.cores.training_threads`), and a training may lower it if they
+        become busy later (``lower_when_busy``)."""
+        lower = n is None
+        n = training_threads() if n is None else n
+        return replace(self, train=replace(self.train, threads=n, lower_when_busy=lower),
+                       eval=replace(self.eval, threads=n))
+
+    def threads_decided(self, requested: int | None) -> LoopConfig:
+        """The config a run executes with: ``requested`` threads if given (``--threads N`` or ``SEALQ_THREADS``,
+        :func:`sealq.cores.requested_threads`); else the counts already set (stored with the run, or given in
+        Python); else an automatic count (:meth:`with_threads`)."""
+        if requested is not None:
+            return self.with_threads(requested)
+        if self.train.threads:
+            return replace(self, eval=replace(self.eval, threads=self.eval.threads or self.train.threads))
+        return self.with_threads(None)
+
     @classmethod
-    def from_dict(cls, d: dict) -> "LoopConfig":
+    def from_dict(cls, d: dict) -> LoopConfig:
         """Rebuild a config stored by :meth:`to_dict` (``sealq loop --resume``).
 
         Raises:
@@ -353,7 +381,7 @@ class Gate:
         return str(self.kind) if self.kind == GateKind.NONE else f"{self.kind}:{self.threshold:g}"
 
     @classmethod
-    def parse(cls, spec: str) -> "Gate":
+    def parse(cls, spec: str) -> Gate:
         """``none`` | ``retention:D`` (0 <= D <= 1) | ``kl:X`` (X > 0).
 
         Raises:
@@ -418,7 +446,7 @@ class ContinualConfig:
                 "gates": list(self.gates), "gate_fraction": self.gate_fraction}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ContinualConfig":
+    def from_dict(cls, d: dict) -> ContinualConfig:
         """Rebuild a stored config (``sealq continual --resume``).
 
         Raises:
@@ -490,7 +518,7 @@ class LearnConfig:
                 "length": self.length, "sequences": 1}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LearnConfig":
+    def from_dict(cls, d: dict) -> LearnConfig:
         """Rebuild a stored config (``sealq learn --resume``).
 
         Raises:

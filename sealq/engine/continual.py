@@ -32,12 +32,15 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
 from sealq.analysis.continual import continual_summary, model_updates
+from sealq.cores import requested_threads
 from sealq.engine import answer as qa
 from sealq.engine import record
 from sealq.engine.config import ContinualConfig, Gate
@@ -52,6 +55,9 @@ from sealq.metrics import Score
 from sealq.models.registry import file_sha256, resolve_model
 from sealq.store import RunLock, find_run, open_db, resolve_workspace, resume_command, utc_now
 from sealq.vocab import Command, GateKind, QuestionRole, RunStatus, Source, Split, UpdateStatus
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["ContinualEvents", "run_continual", "resume_continual", "draw_sequences", "split_questions",
            "probe_text", "PROBE_POSITIONS"]
@@ -131,21 +137,21 @@ class _SeqPassage:
 class _Ctx:
     """What every step of a continual run shares."""
 
-    db: object
+    db: Database
     run_id: str
     run_dir: Path
     config: ContinualConfig
     models: Models
     clock: Clock
     events: ContinualEvents
-    base_state: dict
-    probe_ids: list
+    base_state: dict[str, Any]
+    probe_ids: list[int]
     active: int | None = None
     base_logits: tuple | None = None  # (llama.cpp, training model) at the probe positions, base model
     gates: list = field(default_factory=list)
     #: called with (ctx, sequence, passage, model_id, candidates, baseline) after a step's K candidates are
     #: recorded and before best-of-K drops adapters (``sealq learn`` scores them on gold questions there)
-    on_candidates: object = None
+    on_candidates: Callable[[_Ctx, int, _SeqPassage, int, list[Candidate], Score], None] | None = None
     #: score every passage seen so far after each step (the full matrix); False: only the passage about to be
     #: learned and the one just learned (the diagonals), and every passage after the last step
     full_matrix: bool = True
@@ -179,8 +185,9 @@ def run_continual(config: ContinualConfig, workspace: str | os.PathLike | None =
 
 
 def resume_continual(run: str, workspace: str | os.PathLike | None = None,
-                     events: ContinualEvents | None = None) -> dict:
-    """Continue an interrupted continual run with its stored settings (``sealq continual --resume RUN``).
+                     events: ContinualEvents | None = None, threads: int | None = None) -> dict:
+    """Continue an interrupted continual run with its stored settings (``sealq continual --resume RUN``);
+    ``threads`` as :func:`sealq.engine.loop.resume_loop`'s.
 
     Raises:
         SealqError: unknown run, not a continual run, complete, locked, or its data or model changed.
@@ -193,8 +200,9 @@ def resume_continual(run: str, workspace: str | os.PathLike | None = None,
     run_id = find_run(db, run)
     lock = RunLock(ws, run_id).acquire()
     try:
-        row = db["runs"].get(run_id)
+        row = db.table("runs").get(run_id)
         config, seqs, model = _resumable(run_id, row)
+        config = replace(config, loop=config.loop.threads_decided(requested_threads(threads)))
         _clean_orphans(db, run_id, ws / "runs" / run_id / "adapters")
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         lc = config.loop
@@ -212,7 +220,7 @@ def _insert_run(ws: Path, command: Command, model, config, data_path: str, seqs)
     run_id = str(ULID())
     lock = RunLock(ws, run_id).acquire()
     try:
-        db["runs"].insert({
+        db.table("runs").insert({
             "id": run_id, "command": command.value, "status": RunStatus.RUNNING.value, "started_utc": utc_now(),
             "model_name": model.name, "model_path": str(model.path), "model_sha256": file_sha256(model.path),
             "data_path": data_path, "seed": config.loop.seed, "pid": os.getpid(),
@@ -296,10 +304,10 @@ def _record_sequence(c: _Ctx, s: int, passages: list[Passage]) -> list[_SeqPassa
         for t, (p, (gate, _)) in enumerate(zip(passages, splits)):
             if c.db.execute(q, [c.run_id, s, Split.CONTINUAL.value, t]).fetchone():
                 continue
-            pid = c.db["passages"].insert({
+            pid = c.db.table("passages").insert({
                 "run_id": c.run_id, "idx": t, "key": p.key, "title": p.title, "context": p.context,
                 "n_questions": len(p.questions), "round": s, "split": Split.CONTINUAL.value}).last_pk
-            c.db["questions"].insert_all([
+            c.db.table("questions").insert_all([
                 {"passage_id": pid, "idx": j, "question": x.question, "answers_json": json.dumps(list(x.answers)),
                  "role": (QuestionRole.GATE if j in gate else QuestionRole.SCORED).value}
                 for j, x in enumerate(p.questions)])
@@ -349,8 +357,9 @@ def _model_row(c: _Ctx, s: int, history: str, parent: int | None, update: int | 
                        [c.run_id, s, history]).fetchone()
     if row:
         return row[0]
-    return c.db["continual_models"].insert({"run_id": c.run_id, "sequence": s, "history": history,
-                                            "parent_id": parent, "update_self_edit_id": update}).last_pk
+    # the ignore: sqlite_utils types last_pk as Optional (None before any insert); here it is the new row's id
+    return c.db.table("continual_models").insert({"run_id": c.run_id, "sequence": s, "history": history,  # type: ignore[return-value]
+                                                  "parent_id": parent, "update_self_edit_id": update}).last_pk
 
 
 def _updates(c: _Ctx, model_id: int) -> list[tuple[str, str]]:
@@ -365,6 +374,7 @@ def _activate(c: _Ctx, model_id: int) -> None:
     if c.active == model_id:
         return
     updates = _updates(c, model_id)
+    assert c.models.trainer is not None  # a continual run trains in this process (_execute loads it)
     c.models.trainer.load_state_dict(c.base_state)
     for peft_dir, _ in updates:
         merge_into_training_model(c.models.trainer, peft_dir)
@@ -374,9 +384,9 @@ def _activate(c: _Ctx, model_id: int) -> None:
     for p in set(before) - {q for q, _ in runner.policy}:  # another state's adapters: free their memory
         runner.free_adapter(p)
     c.active = model_id
-    row = c.db["continual_models"].get(model_id)
+    row = c.db.table("continual_models").get(model_id)
     if updates and row["parity_corr"] is None:
-        c.db["continual_models"].update(model_id, _parity(c))
+        c.db.table("continual_models").update(model_id, _parity(c))
 
 
 def _probe_logits(c: _Ctx):
@@ -388,6 +398,7 @@ def _probe_logits(c: _Ctx):
     n = len(c.probe_ids)
     ends = sorted({max(1, round(n * (i + 1) / PROBE_POSITIONS)) for i in range(PROBE_POSITIONS)})
     llama = np.stack([c.models.runner.next_token_logits(c.probe_ids[:e]) for e in ends]).astype(np.float64)
+    assert c.models.trainer is not None  # as in _activate
     with torch.no_grad():
         hf = c.models.trainer(torch.tensor([c.probe_ids])).logits[0].float().numpy().astype(np.float64)
     return llama, hf[[e - 1 for e in ends]]
@@ -398,6 +409,7 @@ def _parity(c: _Ctx) -> dict:
     size of the two logit changes from the base, and their largest absolute difference."""
     import numpy as np
 
+    assert c.base_logits is not None  # measured by _execute before the first step
     (l0, h0), (l1, h1) = c.base_logits, _probe_logits(c)
     dl, dh = (l1 - l0).ravel(), (h1 - h0).ravel()
     return {"parity_corr": float(np.corrcoef(dl, dh)[0, 1]), "parity_scale": float(np.linalg.norm(dl) / np.linalg.norm(dh)),
@@ -419,15 +431,17 @@ def _answers(c: _Ctx, model_id: int, passage: Passage, qids: list, candidate: Ca
     runner = c.models.runner
     with c.clock.time("continual_answers"):
         if candidate is not None:
+            assert candidate.gguf_path is not None  # a candidate scored here has an adapter
             runner.set_adapters([(candidate.gguf_path, 1.0)], validate=False)
         try:
             answers = qa.answer_passage(runner, passage, with_context=False, max_tokens=c.config.loop.eval.max_tokens)
         finally:
             runner.set_adapters(None)
             if candidate is not None:
+                assert candidate.gguf_path is not None  # as above
                 runner.free_adapter(candidate.gguf_path)  # never part of the live state (it sits on top of it)
     with c.db.atomic():
-        c.db["continual_answers"].insert_all([
+        c.db.table("continual_answers").insert_all([
             {"run_id": c.run_id, "model_id": model_id, "candidate_id": cid, "question_id": q,
              "prediction": a.generation.text, "em": a.score.em, "f1": a.score.f1, "contains": a.score.contains,
              "tokens": a.generation.tokens, "seconds": a.generation.seconds} for q, a in zip(qids, answers)])
@@ -474,11 +488,11 @@ def _decide(c: _Ctx, s: int, gate: Gate, sp: _SeqPassage, model_id: int, best: C
         status, measurement = _judge(c, gate, model_id, best, earlier)
         nxt = model_id
         if status == UpdateStatus.ACCEPTED:
-            parent = c.db["continual_models"].get(model_id)["history"]
+            parent = c.db.table("continual_models").get(model_id)["history"]
             history = f"{parent},{sp.idx}" if parent else str(sp.idx)
             nxt = _model_row(c, s, history, model_id, best.self_edit_id)
         kill_point("continual_decision")
-        c.db["continual_decisions"].insert({
+        c.db.table("continual_decisions").insert({
             "run_id": c.run_id, "sequence": s, "gate": gate.spec, "step": sp.idx, "model_id": model_id,
             "self_edit_id": best.self_edit_id, "status": status.value, "measurement": measurement,
             "threshold": gate.threshold, "next_model_id": nxt})
@@ -510,8 +524,8 @@ def _measure(c: _Ctx, model_id: int, best: Candidate, kind: GateKind, compute) -
     if row:
         return row[0]
     before, after, value = compute()
-    c.db["continual_measures"].insert({"run_id": c.run_id, "model_id": model_id, "self_edit_id": best.self_edit_id,
-                                       "kind": kind.value, "before": before, "after": after, "value": value})
+    c.db.table("continual_measures").insert({"run_id": c.run_id, "model_id": model_id, "self_edit_id": best.self_edit_id,
+                                             "kind": kind.value, "before": before, "after": after, "value": value})
     return value
 
 
@@ -533,6 +547,7 @@ def _kl(c: _Ctx, model_id: int, best: Candidate) -> float:
 
     _activate(c, model_id)
     trainer, ids = c.models.trainer, torch.tensor([c.probe_ids])
+    assert trainer is not None  # as in _activate
     with torch.no_grad():
         p = trainer(ids).logits[0].float().log_softmax(-1)
         with warnings.catch_warnings():

@@ -59,12 +59,14 @@ def _blocks(text: str, default_title: str, markdown: bool) -> list[tuple[str, st
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if markdown:
         lines = lines[_front_matter_end(lines):]
+    para: list[str]
+    fence: str | None
     out, title, para, fence = [], default_title, [], None
     for line in lines:
         f = _FENCE.match(line) if markdown else None
         if f and fence is None:
             fence = f.group(1)
-        elif f and f.group(1)[0] == fence[0] and len(f.group(1)) >= len(fence):
+        elif f and fence is not None and f.group(1)[0] == fence[0] and len(f.group(1)) >= len(fence):
             fence = None
         fenced = fence is not None or f is not None
         m = None if fenced or not markdown else _HEADING.match(line)
@@ -91,6 +93,7 @@ def _pieces(paragraph: str, count: Callable[[str], int], max_tokens: int) -> lis
         if count(s) <= max_tokens:
             units.append(s)
             continue
+        cur: list[str]
         words, cur = [p for w in s.split() for p in _cut_word(w, count, max_tokens)], []
         for w in words:
             if cur and count(" ".join(cur + [w])) > max_tokens:
@@ -151,7 +154,7 @@ def split_document(text: str, title: str, count: Callable[[str], int], max_token
         if not sections:
             sections.append((t, []))
         sections[-1][1].extend(_pieces(para, count, max_tokens))
-    out = []
+    out: list[Passage] = []
     for t, paras in sections:
         out.extend(Passage(t, ctx) for ctx in _pack(paras, "\n\n", count, max_tokens))
     return out

@@ -27,10 +27,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from sealq.analysis.learn import learn_summary
+from sealq.cores import requested_threads
 from sealq.engine import record
 from sealq.engine.config import LearnConfig
-from sealq.engine.continual import (ContinualEvents, _activate, _answers, _execute, _fingerprint, _insert_run,
-                                   _mark_resumed, _SeqPassage)
+from sealq.engine.continual import (
+    ContinualEvents,
+    _activate,
+    _answers,
+    _execute,
+    _fingerprint,
+    _insert_run,
+    _mark_resumed,
+    _SeqPassage,
+)
 from sealq.engine.dataset import Passage, Question, load_passages
 from sealq.engine.document import read_document, split_document
 from sealq.engine.loop import _clean_orphans, _resolved
@@ -117,8 +126,10 @@ def run_learn(config: LearnConfig, workspace: str | os.PathLike | None = None,
     return _run(db, ws, run_id, config, passages, runner, model, events, lock, 0)
 
 
-def resume_learn(run: str, workspace: str | os.PathLike | None = None, events: ContinualEvents | None = None) -> dict:
-    """Continue an interrupted learn run with its stored settings (``sealq learn --resume RUN``).
+def resume_learn(run: str, workspace: str | os.PathLike | None = None, events: ContinualEvents | None = None,
+                 threads: int | None = None) -> dict:
+    """Continue an interrupted learn run with its stored settings (``sealq learn --resume RUN``); ``threads``
+    as :func:`sealq.engine.loop.resume_loop`'s.
 
     Raises:
         SealqError: unknown run, not a learn run, complete, locked, or its files or model changed.
@@ -131,13 +142,14 @@ def resume_learn(run: str, workspace: str | os.PathLike | None = None, events: C
     run_id = find_run(db, run)
     lock = RunLock(ws, run_id).acquire()
     try:
-        row = db["runs"].get(run_id)
+        row = db.table("runs").get(run_id)
         if row["command"] != Command.LEARN:
             raise SealqError(f"run {run_id} is a `sealq {row['command']}` run, not a learn run; continue it with "
                              f"`{resume_command(run_id, row['command'])}`")
         if row["status"] == RunStatus.DONE:
             raise SealqError(f"run {run_id} is complete; nothing to resume")
         config = LearnConfig.from_dict(json.loads(row["config_json"]))
+        config = replace(config, loop=config.loop.threads_decided(requested_threads(threads)))
         model = resolve_model(config.loop.model)
         if file_sha256(model.path) != row["model_sha256"]:
             raise SealqError(f"run {run_id}: model file {model.path} changed since the run started; cannot resume")
@@ -187,6 +199,7 @@ def _record_document(c, s: int, passages: list[Passage]) -> list[_SeqPassage]:
                  "role": QuestionRole.SCORED.value} for j, x in enumerate(p.questions)])
     for t, p in enumerate(passages):
         pid = _passage_id(c, t)
+        assert pid is not None  # every passage was recorded above
         if c.db["passages"].get(pid)["n_probes"] is None:
             c.events.stage(f"probe questions for passage {t + 1}/{len(passages)} ({p.title[:40]})")
             _record_probes(c, pid, p)

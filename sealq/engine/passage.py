@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sealq.engine import record
 from sealq.engine.config import LoopConfig
 from sealq.engine.dataset import Passage
-from sealq.engine.jobs import BaselineJob, BaselineResult, StepJob
+from sealq.engine.jobs import BaselineJob, BaselineResult, Executor, StepJob
 from sealq.engine.record import Candidate, Clock, PassageRecord
 from sealq.engine.step import SEED_SLOTS, Models, StepInput, StepResult, step_seed
 from sealq.metrics import Score
 from sealq.vocab import EditStatus, Source, Split
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["Session", "Scope", "LoopEvents", "run_passages", "units_per_passage"]
 
@@ -51,15 +55,15 @@ class Session:
     callbacks, the teacher completions by passage key, and the executor the work runs on
     (:mod:`sealq.engine.jobs`)."""
 
-    db: object
+    db: Database
     run_id: str
     run_dir: Path
     config: LoopConfig
     models: Models
     clock: Clock
     events: LoopEvents
-    teacher: dict
-    executor: object
+    teacher: dict[str, list[str]]
+    executor: Executor
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ def run_passages(s: Session, passages: list[Passage], scope: Scope = Scope()) ->
         if st is not None:
             st.result = result
         else:
+            assert isinstance(result, BaselineResult)  # a ticket without a step is a baseline's
             w.base_result, w.baseline = result, Score.mean(a.score for a in result.base)
 
 
@@ -190,6 +195,7 @@ def _commit(s: Session, scope: Scope, w: _Work) -> bool:
 def _record_step(s: Session, w: _Work, st: _Step) -> Candidate:
     """Record one finished step; conditions that are not best-of-K candidates keep no adapter unless asked."""
     keep = st.source == Source.SELF_EDIT or s.config.keep_adapters
+    assert w.rec is not None and st.result is not None  # _commit records the passage first, and waits for the result
     cand = record.record_step(s.db, s.run_id, w.rec, st.seed_idx, st.j, st.result, keep, s.clock)
     ok = st.result.status == EditStatus.OK
     s.events.self_edit_done(w.idx, st.j, st.result.reward.contains if ok else None, st.source)
@@ -211,6 +217,7 @@ def _step_input(s: Session, scope: Scope, idx: int, passage: Passage, baseline: 
         edit_types = s.config.selfedit.edit_types
         return replace(inp, edit_type=edit_types[j % len(edit_types)])
     if source == Source.TEACHER:
+        assert s.config.teacher is not None  # a run has teacher steps only with a teacher file
         completions = s.teacher[passage.key]
         return replace(inp, text=completions[seed_idx % len(completions)], prompt=s.config.teacher)
     return inp

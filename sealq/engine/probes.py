@@ -149,6 +149,8 @@ def write_probes(runner, passage: Passage, n: int, max_tokens: int = 32) -> list
     Returns:
         Every candidate written, kept or not, in sentence order (at most ``n`` kept).
     """
+    out: list[ProbeCandidate]
+    seen: set[str]
     out, seen = [], set()
     for s in sentences(passage.context):
         if sum(c.kept for c in out) >= n:

@@ -61,6 +61,7 @@ def _apply_policy(s: Session, r: int) -> None:
     if row is None:
         _train_policy(s, r)
         row = record.find_policy(s.db, s.run_id, r)
+        assert row is not None  # _train_policy recorded it (trained or no_data)
     if row["status"] == PolicyStatus.TRAINED:  # rounds 1..r-1 were added before this one (resume: again, in order)
         s.executor.add_policy(row["peft_path"], row["gguf_path"])
 

@@ -93,12 +93,13 @@ def select_passages(config: LoopConfig) -> Selection:
     holdout: list[Passage] = []
     if config.rounds:
         if config.holdout:
-            titles = {p.title for p in passages}
+            titles: set[str] | list[str] = {p.title for p in passages}
             holdout = [p for p in load_passages(config.holdout) if p.title not in titles]
             where = f"{config.holdout}: every held-out passage's title is also in the training data"
         else:
             titles = list(dict.fromkeys(p.title for p in passages))
             random.Random(config.seed).shuffle(titles)
+            assert config.holdout_fraction is not None  # --rounds without --holdout needs it (LoopConfig checks)
             target, held, n = config.holdout_fraction * len(passages), set(), 0
             for t in titles:
                 if n >= target:
@@ -137,6 +138,7 @@ def _interleave(passages: list[Passage]) -> list[Passage]:
     by_title: dict[str, list[Passage]] = {}
     for p in passages:
         by_title.setdefault(p.title, []).append(p)
+    out: list[Passage]
     out, depth = [], 0
     while len(out) < len(passages):
         out += [ps[depth] for ps in by_title.values() if depth < len(ps)]

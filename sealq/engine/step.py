@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sealq.engine import answer as qa
 from sealq.engine.config import Directive, LoopConfig, TrainConfig
@@ -28,6 +30,10 @@ from sealq.faults import kill_point
 from sealq.metrics import Score
 from sealq.store import utc_now
 from sealq.vocab import EditStatus, Source
+
+if TYPE_CHECKING:
+    from sealq.engine.protocols import Runner, TrainingModel
+    from sealq.models.registry import ResolvedModel
 
 __all__ = ["Models", "StepInput", "StepResult", "SelfEdit", "TrainedAdapter", "Timer", "inner_step", "train_and_convert", "load_models",
            "load_trainer", "merge_into_training_model",
@@ -54,12 +60,13 @@ class Models:
     Args:
         runner: the llama.cpp model (:class:`sealq.models.llama.LlamaRunner`): writes self-edits,
             answers questions, hot-loads adapters.
-        trainer: the dequantized transformers model LoRAs are trained on (torch, CPU, frozen).
+        trainer: the dequantized transformers model LoRAs are trained on (torch, CPU, frozen); None in the
+            driver of a run whose workers train (:class:`sealq.engine.workers.RayPool`).
         base_gguf: the base GGUF file, the converter's reference for tensor names and shapes.
     """
 
-    runner: object
-    trainer: object
+    runner: Runner
+    trainer: TrainingModel | None
     base_gguf: Path
 
 
@@ -67,10 +74,10 @@ class Models:
 class Timer:
     """Per-stage wall-clock timings (``{"stage", "seconds", "started_utc"}`` rows, the ``timings`` table)."""
 
-    rows: list = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
     @contextmanager
-    def __call__(self, stage: str):
+    def __call__(self, stage: str) -> Iterator[None]:
         started, t0 = utc_now(), time.perf_counter()
         try:
             yield
@@ -78,7 +85,7 @@ class Timer:
             self.rows.append({"stage": stage, "seconds": time.perf_counter() - t0, "started_utc": started})
 
 
-def load_trainer(config: LoopConfig, model, timer: Timer | None = None):
+def load_trainer(config: LoopConfig, model: ResolvedModel, timer: Timer | None = None) -> TrainingModel:
     """The training model of ``model`` (a :class:`~sealq.models.registry.ResolvedModel`): its GGUF
     dequantized into a transformers model (cached on disk), torch threads set from ``config.train``."""
     from sealq.models.hf import default_cache_root, load_training_model, set_torch_threads
@@ -159,11 +166,11 @@ class SelfEdit:
     edit_type: str
     prompt: str
     text: str
-    items: list
+    items: list[str]
     gen_tokens: int
     directive: Directive
     directive_raw: str | None
-    fallbacks: dict
+    fallbacks: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -184,10 +191,10 @@ class StepResult:
     edit: SelfEdit
     status: EditStatus
     adapter: TrainedAdapter | None
-    answers: list
+    answers: list[qa.Answer]
     accuracy: Score
     reward: Score
-    timings: list
+    timings: list[dict[str, Any]]
 
     @property
     def skip_reason(self) -> str | None:
@@ -227,7 +234,7 @@ def inner_step(inp: StepInput, models: Models, config: LoopConfig) -> StepResult
                       accuracy=accuracy, reward=accuracy.minus(inp.baseline), timings=timer.rows)
 
 
-def _write(inp: StepInput, runner, config: LoopConfig, timer: Timer) -> SelfEdit:
+def _write(inp: StepInput, runner: Runner, config: LoopConfig, timer: Timer) -> SelfEdit:
     """The training text of a step: a model-written self-edit and directive, the passage alone (no items),
     or a given teacher text; the last two train with the default directive."""
     sc, tc = config.selfedit, config.train
@@ -252,7 +259,7 @@ def _write(inp: StepInput, runner, config: LoopConfig, timer: Timer) -> SelfEdit
     return SelfEdit(inp.edit_type, messages[0]["content"], gen.text, items, gen.tokens, parsed.directive, raw, fallbacks)
 
 
-def train_and_convert(models: Models, sequences: list, directive: Directive, config: TrainConfig, folder: Path,
+def train_and_convert(models: Models, sequences: Sequence[list[int]], directive: Directive, config: TrainConfig, folder: Path,
                       name: str, seed: int, timer: Timer, train_stage: str = "train",
                       convert_stage: str = "convert") -> TrainedAdapter:
     """Train a LoRA on ``sequences`` and convert it to a GGUF adapter, crash-safely: the PEFT folder is
@@ -277,6 +284,7 @@ def train_and_convert(models: Models, sequences: list, directive: Directive, con
 
     peft_dir, tmp_dir = folder / name, folder / f".tmp-{name}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
+    assert models.trainer is not None  # only a Ray driver's models have none, and a driver trains nothing
     with timer(train_stage):
         result = train_lora(models.trainer, sequences, directive, config, tmp_dir, seed=seed)
     kill_point("train")
@@ -290,7 +298,7 @@ def train_and_convert(models: Models, sequences: list, directive: Directive, con
     return TrainedAdapter(peft_dir, gguf_path, directive, result, conv.seconds, len(sequences))
 
 
-def merge_into_training_model(hf_model, peft_dir: str) -> None:
+def merge_into_training_model(hf_model: TrainingModel, peft_dir: str) -> None:
     """Add a LoRA's update to the training model's weights in place (W <- W + scale * B A)."""
     import warnings
 

@@ -13,17 +13,25 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from sealq.cores import training_threads
 from sealq.engine.config import Directive, TrainConfig
 
-__all__ = ["TrainResult", "PromptCompletion", "lr_at", "make_batches", "train_lora"]
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig, PeftModel
+
+    from sealq.engine.protocols import TrainingModel
+
+__all__ = ["TrainResult", "PromptCompletion", "lr_at", "make_batches", "train_lora", "threads_for"]
 
 
-class PromptCompletion(list):
+class PromptCompletion(list[int]):
     """A training sequence (token ids) whose first ``n_prompt`` tokens are context only: they are
     forwarded but carry no loss (supervised fine-tuning on a completion, as in ReST-EM's generator update).
 
@@ -32,7 +40,7 @@ class PromptCompletion(list):
         n_prompt: how many leading ids are the prompt.
     """
 
-    def __init__(self, ids, n_prompt: int):
+    def __init__(self, ids: Iterable[int], n_prompt: int) -> None:
         super().__init__(ids)
         self.n_prompt = n_prompt
 
@@ -50,6 +58,8 @@ class TrainResult:
         losses: mean loss of each step (nats/token).
         final_loss: mean loss over the last epoch.
         seconds: wall time of the training loop.
+        threads: torch intra-op threads it trained with (fewer than the run's count when other processes
+            held cores and the count was automatic, :attr:`~sealq.engine.config.TrainConfig.lower_when_busy`).
     """
 
     adapter_dir: Path
@@ -57,9 +67,10 @@ class TrainResult:
     alpha: float
     steps: int
     tokens_trained: int
-    losses: list
+    losses: list[float]
     final_loss: float
     seconds: float
+    threads: int
 
 
 def lr_at(step: int, total: int, peak: float, warmup_fraction: float) -> float:
@@ -71,7 +82,11 @@ def lr_at(step: int, total: int, peak: float, warmup_fraction: float) -> float:
     return peak * (1.0 - 0.9 * (step - warmup) / rest)
 
 
-def make_batches(sequences: list[list[int]], batch_tokens: int, rng: random.Random) -> list[list[list[int]]]:
+#: a training sequence (token ids) as :func:`make_batches` groups it: anything with a length
+_Seq = TypeVar("_Seq", bound=Sized)
+
+
+def make_batches(sequences: Sequence[_Seq], batch_tokens: int, rng: random.Random) -> list[list[_Seq]]:
     """Group sequences of similar length into batches of at most ``batch_tokens`` padded tokens.
 
     Sequences are shuffled, sorted by length (stable, so equal lengths stay shuffled) and packed greedily:
@@ -84,6 +99,8 @@ def make_batches(sequences: list[list[int]], batch_tokens: int, rng: random.Rand
     order = list(range(len(sequences)))
     rng.shuffle(order)
     order.sort(key=lambda i: len(sequences[i]))
+    batches: list[list[_Seq]]
+    current: list[_Seq]
     batches, current = [], []
     for i in order:
         seq = sequences[i]
@@ -97,7 +114,7 @@ def make_batches(sequences: list[list[int]], batch_tokens: int, rng: random.Rand
     return batches
 
 
-def train_lora(base_model, sequences: list[list[int]], directive: Directive, config: TrainConfig,
+def train_lora(base_model: TrainingModel, sequences: Sequence[list[int]], directive: Directive, config: TrainConfig,
                out_dir: Path, seed: int, pad_id: int = 0) -> TrainResult:
     """Train a fresh LoRA adapter on ``sequences`` and save it (PEFT format) to ``out_dir``.
 
@@ -120,12 +137,13 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
     import torch
     from peft import LoraConfig
 
-    sequences = [PromptCompletion(s[: config.max_seq_tokens], getattr(s, "n_prompt", 0)) for s in sequences
-                 if len(s) >= 2]
-    sequences = [s for s in sequences if s.n_prompt < len(s)]
-    if not sequences:
+    seqs = [PromptCompletion(s[: config.max_seq_tokens], getattr(s, "n_prompt", 0)) for s in sequences
+            if len(s) >= 2]
+    seqs = [s for s in seqs if s.n_prompt < len(s)]
+    if not seqs:
         raise ValueError("no training sequences of at least 2 tokens (with a completion after the prompt)")
-    torch.set_num_threads(training_threads(config.threads))  # fewer when other processes hold cores
+    threads = threads_for(config)
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     lora = LoraConfig(
@@ -135,17 +153,26 @@ def train_lora(base_model, sequences: list[list[int]], directive: Directive, con
     with warnings.catch_warnings():
         # transformers 5 deprecation noise from inside PEFT (is_gradient_checkpointing), not ours to fix
         warnings.simplefilter("ignore", FutureWarning)
-        return _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng)
+        return _train(base_model, seqs, directive, config, out_dir, pad_id, lora, rng, threads)
+
+
+def threads_for(config: TrainConfig) -> int:
+    """Torch threads of one training: ``config.threads`` exactly, or, when the count is automatic
+    (``lower_when_busy``, or 0 when no run resolved it), the cores other processes leave free now, at most
+    ``config.threads`` (:func:`sealq.cores.training_threads`)."""
+    if config.threads and not config.lower_when_busy:
+        return config.threads
+    return training_threads(config.threads)
 
 
 @contextmanager
-def frozen_linears_in_bf16(model):
+def frozen_linears_in_bf16(model: torch.nn.Module) -> Iterator[int]:
     """Within the block, every frozen ``nn.Linear`` of ``model`` multiplies in bfloat16: its weight (out, in)
     is cast once on entry, each call casts the input (..., in) to bf16 and the output (..., out) back to the
     input's dtype. Trainable linears (the LoRA A/B), norms, attention, the loss and the optimizer stay fp32;
     the fp32 weights are not touched, and the plain forwards come back on exit.
 
-    Why not ``torch.autocast``: measured on a 2-core AMX Xeon (docs/performance.md), autocast casts the
+    Why not ``torch.autocast``: measured on a 2-core AMX Xeon (docs/notes/2026-12-01-what-bounds-lora-training.md), autocast casts the
     frozen weights again on every call (the tied 49k x 576 output layer: 18 ms a step) and runs the tiny LoRA
     matmuls and the CPU's flash attention in bf16, where they are 2-6x slower than in fp32; so autocast
     trained at 0.89-0.95x fp32, this at ~1.2x.
@@ -156,14 +183,15 @@ def frozen_linears_in_bf16(model):
     import torch
     import torch.nn.functional as F
 
-    def bf16_forward(m):
+    def bf16_forward(m: torch.nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
         weight = m.weight.detach().to(torch.bfloat16)
         bias = None if m.bias is None else m.bias.detach().to(torch.bfloat16)
         return lambda x: F.linear(x.to(torch.bfloat16), weight, bias).to(x.dtype)
 
     switched = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
     for m in switched:
-        m.forward = bf16_forward(m)  # an instance attribute: nn.Module.__call__ finds it before the class's
+        # an instance attribute: nn.Module.__call__ finds it before the class's (the ignore: mypy forbids it on purpose)
+        m.forward = bf16_forward(m)  # type: ignore[method-assign, assignment]
     try:
         yield len(switched)
     finally:
@@ -171,7 +199,8 @@ def frozen_linears_in_bf16(model):
             del m.forward  # the class's forward again
 
 
-def _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng) -> TrainResult:
+def _train(base_model: TrainingModel, sequences: list[PromptCompletion], directive: Directive, config: TrainConfig,
+           out_dir: Path, pad_id: int, lora: LoraConfig, rng: random.Random, threads: int) -> TrainResult:
     import torch
     from peft import get_peft_model
 
@@ -196,13 +225,15 @@ def _train(base_model, sequences, directive, config, out_dir, pad_id, lora, rng)
             del base_model.peft_config
     last = losses[-n_batches:]
     return TrainResult(out_dir, directive.rank, float(2 * directive.rank), step, tokens, losses,
-                       sum(last) / len(last), seconds)
+                       sum(last) / len(last), seconds, threads)
 
 
-def _epochs(model, optimizer, sequences, directive, config, pad_id, rng, total):
+def _epochs(model: PeftModel, optimizer: torch.optim.Optimizer, sequences: list[PromptCompletion], directive: Directive,
+            config: TrainConfig, pad_id: int, rng: random.Random, total: int) -> tuple[list[float], int, int]:
     """The optimizer steps of one training: returns (losses per step, tokens trained, steps)."""
     import torch
 
+    losses: list[float]
     losses, tokens, step = [], 0, 0
     for _epoch in range(directive.epochs):
         for batch in make_batches(sequences, config.batch_tokens, rng):

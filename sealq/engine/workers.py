@@ -25,14 +25,19 @@ import socket
 import sys
 import tempfile
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sealq.cores import usable_cores
 from sealq.engine.config import Directive, LoopConfig, ScaleConfig, TrainConfig
 from sealq.engine.jobs import BaselineResult, Job, LocalExecutor, StepJob, run_job
 from sealq.engine.step import Models, StepResult, Timer, TrainedAdapter, load_models
 from sealq.errors import SealqError
+
+if TYPE_CHECKING:
+    from sealq.engine.passage import LoopEvents
 
 __all__ = ["RayPool", "import_ray", "LOOPBACK_ENV"]
 
@@ -47,9 +52,12 @@ _LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 _WORKER_FAULTS = {"SEALQ_WORKER_KILL_AT": "SEALQ_KILL_AT", "SEALQ_WORKER_FAIL_AT": "SEALQ_FAIL_AT"}
 
 
-def import_ray(local: bool = True):
+def import_ray(local: bool = True) -> Any:
     """Import Ray with :data:`LOOPBACK_ENV` set first; to join a cluster (not ``local``), in token mode when
     a cluster token is at hand (Ray reads its settings when it is imported).
+
+    Returns:
+        the ``ray`` module.
 
     Raises:
         SealqError: Ray is not installed, or (``local``) it was imported before without the loopback
@@ -85,7 +93,7 @@ class _Files:
     """An adapter's files as bytes: the PEFT folder (relative path -> bytes) and the GGUF."""
 
     name: str
-    peft: dict
+    peft: dict[str, bytes]
     gguf: bytes
 
 
@@ -152,20 +160,21 @@ class StepWorker:
         faults: ``SEALQ_KILL_AT`` / ``SEALQ_FAIL_AT`` for this process (tests), else empty.
     """
 
-    def __init__(self, config: dict, threads: int, model_sha256: str, faults: dict):
+    def __init__(self, config: dict[str, Any], threads: int, model_sha256: str, faults: dict[str, str]) -> None:
         for var in _WORKER_FAULTS.values():
             os.environ.pop(var, None)
         os.environ.update(faults)
         c = LoopConfig.from_dict(config)
-        self.config = replace(c, train=replace(c.train, threads=threads), eval=replace(c.eval, threads=threads))
+        self.config = c.with_threads(threads)
         self.tmp = Path(tempfile.mkdtemp(prefix="sealq-worker-"))
-        self.local, self.error = None, None
+        self.local: LocalExecutor | None = None
+        self.error: str | None = None
         try:
             self.local = LocalExecutor(self._load(model_sha256), self.config)
         except SealqError as e:
             self.error = str(e)
 
-    def _load(self, model_sha256: str):
+    def _load(self, model_sha256: str) -> Models:
         from sealq.models.registry import file_sha256, resolve_model
 
         path = resolve_model(self.config.model).path
@@ -174,23 +183,26 @@ class StepWorker:
                              "(sha256); every node needs the same model file")
         return load_models(self.config)
 
-    def ready(self) -> dict:
+    def ready(self) -> dict[str, Any]:
         """This worker's process id and host, and the one-line error if its models failed to load."""
         return {"pid": os.getpid(), "host": socket.gethostname(), "error": self.error}
 
-    def run(self, job: Job):
+    def run(self, job: Job) -> tuple[BaselineResult | StepResult | _Failure, _Files | None]:
         """Run a job (:func:`sealq.engine.jobs.run_job`); a step's adapter comes back as bytes."""
+        assert self.local is not None  # a worker whose models did not load gets no work (RayPool._start raises)
         try:
             if isinstance(job, StepJob):
                 result = run_job(StepJob(replace(job.inp, out_dir=self.tmp)), self.local.models, self.config)
+                assert isinstance(result, StepResult)  # run_job's result of a StepJob
                 return result, (_pack(result.adapter) if result.adapter else None)
             return run_job(job, self.local.models, self.config), None
         except SealqError as e:
             return _Failure(str(e)), None
 
-    def train(self, sequences: list, directive: Directive, config: TrainConfig, name: str, seed: int,
-              stages: tuple[str, str]):
+    def train(self, sequences: Sequence[list[int]], directive: Directive, config: TrainConfig, name: str, seed: int,
+              stages: tuple[str, str]) -> tuple[TrainedAdapter | _Failure, _Files | None, list[dict[str, Any]]]:
         """Train and convert an adapter (the ReST-EM policy); returns it, its files and the timings."""
+        assert self.local is not None  # as in run()
         timer = Timer()
         try:
             adapter = self.local.train_adapter(sequences, directive, config, self.tmp, name, seed, timer, *stages)
@@ -201,6 +213,7 @@ class StepWorker:
     def add_policy(self, files: _Files) -> None:
         """Merge a policy adapter into the training model and attach it in llama.cpp on top of the others."""
         peft_dir, gguf = _write(files, self.tmp / "policy")
+        assert self.local is not None  # as in run()
         self.local.add_policy(str(peft_dir), str(gguf))
 
 
@@ -214,7 +227,8 @@ class RayPool:
             load the model.
     """
 
-    def __init__(self, config: LoopConfig, scale: ScaleConfig, model_sha256: str, events, models: Models):
+    def __init__(self, config: LoopConfig, scale: ScaleConfig, model_sha256: str, events: LoopEvents,
+                 models: Models) -> None:
         self.models = models  # the driver's: tokenization only (no training model)
         self._started = False
         self.ray = import_ray(local=scale.ray_address is None)
@@ -230,12 +244,12 @@ class RayPool:
             self._events, self.capacity, self._replaced = events, scale.workers, 0
             events.stage(f"starting {scale.workers} Ray workers, {self.threads} threads each "
                          f"({'local cluster on 127.0.0.1' if self._started else scale.ray_address})")
-            self._policies: list = []
+            self._policies: list[_Files] = []
             self._idle = self._start([self._faults(i) for i in range(scale.workers)])
-            self._queue: deque = deque()
-            self._inflight: dict = {}
+            self._queue: deque[tuple[int, Job]] = deque()
+            self._inflight: dict[Any, tuple[int, Job, Any]] = {}  # object ref -> (ticket, job, actor)
             self._tickets = 0
-            self._retries: dict = {}
+            self._retries: dict[int | tuple[str, str], int] = {}
         except BaseException:
             self.close()
             raise
@@ -261,10 +275,10 @@ class RayPool:
         return True
 
     @staticmethod
-    def _faults(i: int) -> dict:
+    def _faults(i: int) -> dict[str, str]:
         return {inner: os.environ[outer] for outer, inner in _WORKER_FAULTS.items() if i == 0 and outer in os.environ}
 
-    def _start(self, faults: list[dict]) -> list:
+    def _start(self, faults: list[dict[str, str]]) -> list[Any]:
         """Start one worker per entry of ``faults``, replay the policies added so far, wait until loaded."""
         cls = self._actor_class
         env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
@@ -305,10 +319,11 @@ class RayPool:
             if isinstance(out, _Failure):
                 raise SealqError(out.message)
             if files is not None:
+                assert isinstance(job, StepJob)  # only a step's result comes with files
                 out = replace(out, adapter=_unpack(out.adapter, files, job.inp.out_dir))
             return ticket, out
 
-    def _replace(self, worker, job_key) -> None:
+    def _replace(self, worker: Any, job_key: int | tuple[str, str]) -> None:
         """A worker died mid-job: start another (the caller runs the job again; at most twice per job)."""
         self._retries[job_key] = self._retries.get(job_key, 0) + 1
         self._replaced += 1
@@ -319,8 +334,8 @@ class RayPool:
         self.ray.kill(worker)
         self._idle += self._start([{}])
 
-    def train_adapter(self, sequences: list, directive: Directive, config: TrainConfig, folder: Path, name: str,
-                      seed: int, timer: Timer, train_stage: str, convert_stage: str) -> TrainedAdapter:
+    def train_adapter(self, sequences: Sequence[list[int]], directive: Directive, config: TrainConfig, folder: Path,
+                      name: str, seed: int, timer: Timer, train_stage: str, convert_stage: str) -> TrainedAdapter:
         """Train and convert an adapter on an idle worker; its files are written into ``folder/name``."""
         while True:
             worker = self._idle.pop(0)

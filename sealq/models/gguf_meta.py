@@ -97,7 +97,8 @@ def _value(cur: _Cursor, vtype: int, formats: dict):
 def _parse(path: str, _size: int, _mtime_ns: int) -> tuple[dict, dict]:
     """(key -> value, tensor name -> numpy-order shape) of a GGUF file (cached per path, size, mtime)."""
     with open(path, "rb") as f:
-        buf = memoryview(f.read()) if _size < (1 << 20) else memoryview(np.memmap(f, mode="r"))
+        # ignore: numpy types ndarray as a Buffer (__buffer__) for Python 3.12+ only
+        buf = memoryview(f.read()) if _size < (1 << 20) else memoryview(np.memmap(f, mode="r"))  # type: ignore[arg-type]
     if bytes(buf[:4]) != b"GGUF":
         raise ValueError("no GGUF magic")
     endian = "<" if struct.unpack_from("<I", buf, 4)[0] & 0xFFFF else ">"

@@ -23,10 +23,14 @@ import tempfile
 import uuid
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sealq.cores import usable_cores
+from sealq.cores import default_threads
 from sealq.errors import SealqError, SealqWarning, disk_full_reason
 from sealq.models.registry import ResolvedModel, sha256_of
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["load_training_model", "set_torch_threads", "default_cache_root"]
 
@@ -39,10 +43,10 @@ def default_cache_root() -> Path:
 
 
 def set_torch_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads (0: one per core this process may use, :func:`sealq.cores.usable_cores`) and return the number used."""
+    """Set torch's intra-op threads (0: ``SEALQ_THREADS``, else one per core this process may use, :func:`sealq.cores.default_threads`) and return the number used."""
     import torch
 
-    n = threads or usable_cores()
+    n = threads or default_threads()
     torch.set_num_threads(n)
     return n
 
@@ -130,7 +134,7 @@ def _write_cache(hf, cache: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
         _save_cached(hf, tmp)
         os.replace(tmp, cache)
-    except Exception as e:  # OSError, safetensors' SafetensorError on a full disk, ...
+    except Exception as e:  # noqa: BLE001  (OSError, safetensors' SafetensorError on a full disk, ...)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         if cache.is_dir() and _verify_cached(cache) is None:  # another process wrote it meanwhile
@@ -180,7 +184,7 @@ def _overrides(model: ResolvedModel) -> dict:
     return architecture(model.architecture).hf_overrides(meta.fields)
 
 
-def load_training_model(model: ResolvedModel, cache_root: Path | None):
+def load_training_model(model: ResolvedModel, cache_root: Path | None) -> tuple[PreTrainedModel, bool]:
     """Load the base model for LoRA training, dequantized to fp32.
 
     A cache entry is used only if its files match the sizes and sha256 sums in its manifest and it loads;
@@ -211,7 +215,7 @@ def load_training_model(model: ResolvedModel, cache_root: Path | None):
         if problem is None:
             try:
                 hf = _load_cached(cache)
-            except Exception as e:  # anything: the entry is disposable
+            except Exception as e:  # noqa: BLE001  (anything: the entry is disposable)
                 detail = (str(e).splitlines() or [""])[0][:200]
                 problem = f"cannot be loaded ({type(e).__name__}{': ' + detail if detail else ''})"
         if problem is not None:
@@ -224,10 +228,11 @@ def load_training_model(model: ResolvedModel, cache_root: Path | None):
                 hf = AutoModelForCausalLM.from_pretrained(
                     str(model.path.parent), gguf_file=model.path.name, dtype=torch.float32, **_overrides(model)
                 )
-        except Exception as e:  # transformers raises many types for unreadable GGUFs
+        except Exception as e:  # noqa: BLE001  (transformers raises many types for unreadable GGUFs)
             raise SealqError(f"{model.path}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
         if cache is not None:
             _write_cache(hf, cache)
+    assert hf is not None  # loaded from the cache (hit) or from the GGUF (not hit)
     hf.eval()
     for p in hf.parameters():
         p.requires_grad_(False)

@@ -12,12 +12,20 @@ import contextlib
 import ctypes
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sealq.cores import usable_cores
+from sealq.cores import default_threads
 from sealq.errors import SealqError
 from sealq.models.registry import ResolvedModel
+
+if TYPE_CHECKING:
+    import numpy as np
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
+    from numpy.typing import NDArray
 
 __all__ = ["LlamaRunner", "Generation"]
 
@@ -32,7 +40,7 @@ class Generation:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def _quiet_stderr() -> Iterator[None]:
     """Silence llama.cpp's C-level logging (it writes to fd 2 directly)."""
     try:
         fd = os.dup(2)
@@ -54,7 +62,7 @@ class LlamaRunner:
     Args:
         model: the resolved GGUF base.
         n_ctx: context window in tokens.
-        threads: CPU threads (0: one per core this process may use, see :func:`sealq.cores.usable_cores`).
+        threads: CPU threads (0: ``SEALQ_THREADS``, else one per core this process may use, :func:`sealq.cores.default_threads`).
         seed: sampling seed.
         logits_all: keep the logits of every prompt position (needed by :meth:`prompt_logits`).
 
@@ -68,7 +76,7 @@ class LlamaRunner:
 
         self._lc = llama_cpp
         self.model = model
-        n = threads or usable_cores()
+        n = threads or default_threads()
         try:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(
@@ -87,7 +95,7 @@ class LlamaRunner:
         # every chat goes through this one formatter: llama-cpp-python would otherwise pick a built-in
         # format by matching the template text (chatml, llama-3, ...) or fall back to llama-2's
         self.llm.chat_handler = self._formatter.to_chat_handler()
-        self._loaded: dict[str, object] = {}  # path -> llama_adapter_lora_p
+        self._loaded: dict[str, ctypes._Pointer[ctypes.c_void_p]] = {}  # path -> llama_adapter_lora_p
         self.active: tuple[tuple[str, float], ...] = ()  # (resolved path, scale) attached now
         self.policy: tuple[tuple[str, float], ...] = ()  # always attached under the others (ReST-EM)
 
@@ -101,7 +109,7 @@ class LlamaRunner:
         """The context window in tokens."""
         return self.llm.n_ctx()
 
-    def next_token_logits(self, ids: list[int]):
+    def next_token_logits(self, ids: list[int]) -> NDArray[np.float32]:
         """Logits after the prompt ``ids``, evaluated from an empty KV cache with the attached adapters.
 
         Returns:
@@ -116,7 +124,7 @@ class LlamaRunner:
         self.clear_cache()
         return out
 
-    def prompt_logits(self, ids: list[int]):
+    def prompt_logits(self, ids: list[int]) -> NDArray[np.float32]:
         """Next-token logits at every position of ``ids`` (runner made with ``logits_all=True``).
 
         Returns:
@@ -128,7 +136,7 @@ class LlamaRunner:
         self.clear_cache()
         return out
 
-    def _chat_formatter(self):
+    def _chat_formatter(self) -> Jinja2ChatFormatter:
         """The one chat formatter of this model: the GGUF's ``tokenizer.chat_template`` (Jinja), its EOS and
         BOS texts, generation stopped at EOS (llama-cpp-python's own ``chat_template.default`` handler).
 
@@ -144,16 +152,17 @@ class LlamaRunner:
             raise SealqError(f"{self.model.path}: the GGUF has no tokenizer.chat_template; sealq formats every "
                              "prompt with the model's own chat template (use an instruct/chat GGUF that has one)")
         eos, bos = llm.token_eos(), llm.token_bos()
-        texts = dict(eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-                     bos_token=llm._model.token_get_text(bos) if bos != -1 else "")
+        texts: dict[str, Any] = dict(eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                                     bos_token=llm._model.token_get_text(bos) if bos != -1 else "")
         try:
             self.end_of_turn = self._end_of_turn(Jinja2ChatFormatter(template=template, **texts))
             formatter = Jinja2ChatFormatter(template=template, **texts, add_generation_prompt=True,
                                             stop_token_ids=sorted({eos, self.end_of_turn}))
             # the conversations sealq builds: a user turn, and user / assistant / user (the directive turn)
-            probes = [[{"role": "user", "content": "Question: 1?"}],
-                      [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c d"},
-                       {"role": "user", "content": "e f"}]]
+            probes: list[list[ChatCompletionRequestMessage]] = [
+                [{"role": "user", "content": "Question: 1?"}],
+                [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c d"},
+                 {"role": "user", "content": "e f"}]]
             rendered = [formatter(messages=m).prompt for m in probes]
         except Exception as e:  # noqa: BLE001  (jinja2 raises TemplateSyntaxError, UndefinedError, TemplateError...)
             raise SealqError(f"{self.model.path}: the GGUF's tokenizer.chat_template cannot format a chat "
@@ -165,14 +174,15 @@ class LlamaRunner:
 
     _REPLY = "sealq-reply-probe"
 
-    def _end_of_turn(self, formatter) -> int:
+    def _end_of_turn(self, formatter: Jinja2ChatFormatter) -> int:
         """The token the chat template puts after an assistant reply: ``<|im_end|>`` (chatml), ``<|eot_id|>``
         (llama-3), ``<end_of_turn>`` (gemma), ... It ends every training target and stops generation. It is
         read from the template because the vocabulary's own EOS/EOT ids need not be it: gemma's EOS is
         ``<eos>``, and llama.cpp guesses SmolLM2's EOT as ``<|endoftext|>``. A template that puts no special
         token there falls back to the EOS token."""
         lc, vocab, eos = self._lc, self.llm._model.vocab, self.llm.token_eos()
-        messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": self._REPLY}]
+        messages: list[ChatCompletionRequestMessage] = [{"role": "user", "content": "a"},
+                                                        {"role": "assistant", "content": self._REPLY}]
         prompt = formatter(messages=messages).prompt
         after = prompt[prompt.rindex(self._REPLY) + len(self._REPLY):] if self._REPLY in prompt else ""
         ids = self.llm.tokenize(after.encode("utf-8"), add_bos=False, special=True)
@@ -184,7 +194,7 @@ class LlamaRunner:
         """Token ids of ``messages`` rendered with the model's chat template plus the assistant header,
         exactly the prompt :meth:`chat` evaluates (same formatter, same special-token handling)."""
         try:
-            out = self._formatter(messages=messages)
+            out = self._formatter(messages=messages)  # type: ignore[arg-type]  # as in chat()
             prompt = out.prompt.encode("utf-8")
         except UnicodeEncodeError as e:
             raise SealqError(f"the text is not valid Unicode ({e.reason} at character {e.start})") from None
@@ -227,7 +237,7 @@ class LlamaRunner:
         attached adapters, never on what was evaluated before (a resumed run reproduces it exactly).
         """
         self.clear_cache()
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if grammar is not None:
             kwargs["grammar"] = self._lc.LlamaGrammar.from_string(grammar, verbose=False)
         if temperature <= 0:
@@ -238,12 +248,14 @@ class LlamaRunner:
             kwargs["seed"] = seed
         t0 = time.perf_counter()
         with _quiet_stderr():
-            out = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, **kwargs)
+            # ignore: llama_cpp types messages as its TypedDicts; these are plain dicts with the same keys
+            out = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, **kwargs)  # type: ignore[arg-type]
         seconds = time.perf_counter() - t0
-        return Generation(out["choices"][0]["message"]["content"] or "", out["usage"]["completion_tokens"], seconds)
+        # ignore: llama_cpp's return type includes the stream=True iterator (not overloaded on stream); this is a dict
+        return Generation(out["choices"][0]["message"]["content"] or "", out["usage"]["completion_tokens"], seconds)  # type: ignore[index]
 
     # -- adapters -------------------------------------------------------------------------------------
-    def _adapter(self, path: Path, validate: bool):
+    def _adapter(self, path: str | Path, validate: bool) -> tuple[str, ctypes._Pointer[ctypes.c_void_p]]:
         key = str(Path(path).resolve())
         if key not in self._loaded:
             if not Path(key).is_file():
@@ -313,7 +325,7 @@ class LlamaRunner:
             self._lc.llama_adapter_lora_free(ptr)
 
     @contextlib.contextmanager
-    def adapter(self, path: str | Path, scale: float = 1.0, validate: bool = True):
+    def adapter(self, path: str | Path, scale: float = 1.0, validate: bool = True) -> Iterator[None]:
         """Context manager: attach one adapter, yield, then detach and free it."""
         try:
             self.set_adapters([(path, scale)], validate=validate)

@@ -152,8 +152,8 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
     else:
         path = Path(name_or_path).expanduser()
         if not path.exists():
-            known = ", ".join(KNOWN_MODELS)
-            raise SealqError(f"model {name_or_path!r}: no such file and not a known model ({known})")
+            names = ", ".join(KNOWN_MODELS)
+            raise SealqError(f"model {name_or_path!r}: no such file and not a known model ({names})")
         if path.is_dir():
             raise SealqError(f"model {name_or_path!r}: is a directory, expected a .gguf file")
         name = path.stem
