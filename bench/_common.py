@@ -1,15 +1,19 @@
-"""Shared set-up for the bench scripts: the default model on both sides, thread count, a sample passage."""
+"""Shared set-up for the bench scripts: the default model on both sides, thread count, a sample passage.
+
+Thread count: :func:`sealq.cores.default_threads` (``SEALQ_THREADS``, else one per core this process may use:
+its CPU affinity, so ``taskset -c 0`` benches one core), recorded with every figure."""
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-THREADS = os.cpu_count() or 1
+from sealq.cores import default_threads, usable_cores
+
+THREADS = default_threads()
 
 
 def machine() -> str:
@@ -50,7 +54,8 @@ def record(bench: str, figure: str, value, unit: str, **extra) -> None:
 
     cpu = machine().split(",")[0]
     row = {"bench": bench, "figure": figure, "value": value, "unit": unit, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "cpu": cpu, "cpu_flags": cpu_flags(), "cores": len(os.sched_getaffinity(0)), "versions": package_versions(), **extra}
+           "cpu": cpu, "cpu_flags": cpu_flags(), "cores": usable_cores(), "threads": THREADS,
+           "versions": package_versions(), **extra}
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     with open(out / f"{bench}.jsonl", "a") as f:

@@ -18,7 +18,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     set_torch_threads(0)
     model = default_model()
-    model.sha256  # hashing the GGUF is part of neither figure
+    _ = model.sha256  # hashing the GGUF is part of neither figure
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         _, hit = load_training_model(model, Path(tmp))

@@ -25,7 +25,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-dev" / "
 
 
 def eval_config(passages: int, k: int):
-    from sealq.engine.config import PAPER_EDIT_TYPES, PAPER_TEMPERATURE, Directive, EvalConfig, LoopConfig, SelfEditConfig, TrainConfig
+    from sealq.engine.config import (
+        PAPER_EDIT_TYPES,
+        PAPER_TEMPERATURE,
+        Directive,
+        EvalConfig,
+        LoopConfig,
+        SelfEditConfig,
+        TrainConfig,
+    )
 
     return LoopConfig(data=str(DATA), passages=passages, passage_only=True,
                       selfedit=SelfEditConfig(k=k, edit_types=PAPER_EDIT_TYPES, temperature=PAPER_TEMPERATURE, directives="off"),

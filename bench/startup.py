@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, record  # noqa: E402
+from _common import machine, record
 
 BIN = Path(sys.executable).parent
 

@@ -1,7 +1,7 @@
 """What bounds LoRA training: torch.profiler's top operators of one default-directive training (the
 10-line self-edit of bench/inner_loop.py, 8 epochs, r 16, 7 targets), by self CPU time.
 
-Run: .venv/bin/python bench/train_profile.py [--bf16]   (prints the table; docs/performance.md keeps one)
+Run: .venv/bin/python bench/train_profile.py [--bf16]   (prints the table; docs/notes/2026-12-01-what-bounds-lora-training.md keeps one)
 """
 
 from __future__ import annotations

@@ -50,11 +50,12 @@ def flops_per_token(hf, rank: int, targets, seq_len: int) -> float:
 
 
 def main() -> None:
+    import tempfile
+    from pathlib import Path
+
     from sealq.engine.config import Directive, TrainConfig
     from sealq.engine.train import train_lora
     from sealq.models.hf import default_cache_root, load_training_model, set_torch_threads
-    import tempfile
-    from pathlib import Path
 
     print(f"machine: {machine()}")
     set_torch_threads(THREADS)

@@ -1,4 +1,4 @@
-"""Issue 19's answering sweep: which answer prompt makes the model give the short span when it knows it.
+"""The answering sweep: which answer prompt makes the model give the short span when it knows it.
 
 Answers every question of the dev passages greedily (``max_tokens`` 24, as ``EvalConfig``) with each
 answer prompt, with the passage in the prompt (the ceiling) and without (the baseline); no training. The
@@ -10,7 +10,7 @@ a prompt and condition already in OUT is not answered again).
 
     .venv/bin/python scripts/answer_prompts.py OUT.jsonl [--passages 50] [--prompt NAME ...] [--threads T]
 
-Results and wall times: docs/efficacy.md. About 9 minutes per prompt with the passage and 3 without on
+Results and wall times: docs/notes/2026-12-02-what-self-edit-recipe-teaches-best.md. About 9 minutes per prompt with the passage and 3 without on
 2 cores (50 passages, 276 questions).
 """
 
@@ -84,7 +84,7 @@ def _cap_words(n: int) -> str:
 #: prompts answered under a grammar (the others decode freely): sealq's prompt, the answer held to at most N
 #: words (greedy decoding stops there)
 GRAMMARS = {f"cap-{n}-words": _cap_words(n) for n in (3, 5)}
-PROMPTS.update({name: qa_messages for name in GRAMMARS})
+PROMPTS.update(dict.fromkeys(GRAMMARS, qa_messages))
 
 
 #: --condition: which halves to answer (with the passage in the prompt: True)

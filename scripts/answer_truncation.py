@@ -1,10 +1,10 @@
-"""Issue 19's answering sweep, the length lever: would capping the answer's length raise EM?
+"""The answering sweep, the length lever: would capping the answer's length raise EM?
 
 Reads the answers of one finished ``sealq eval`` run (nothing is decoded) and grades each answer again
 cut to its first N words (what a grammar or a token cap holding the answer to N words keeps, at best) and
 to its first clause (up to the first ``, . ; :`` or line break); prints contains / EM / F1 per cut with 95%
 passage-bootstrap intervals, and where in the answer the gold span starts (word index, after SQuAD's
-normalization) when the whole answer contains it. Used for docs/efficacy.md section 1.
+normalization) when the whole answer contains it. Used for docs/notes/2026-12-02-what-self-edit-recipe-teaches-best.md section 1.
 
     .venv/bin/python scripts/answer_truncation.py WORKSPACE [RUN] [--row with_context ...]
 
@@ -23,8 +23,15 @@ from sealq.store import find_run, open_db
 from sealq.vocab import Condition
 
 WORDS = (1, 2, 3, 5, 8)
+
+
+def _first_words(n: int):
+    """A cut that keeps an answer's first ``n`` words."""
+    return lambda a: " ".join(a.split()[:n])
+
+
 CUTS = {"whole answer": lambda a: a,
-        **{f"first {n} words": (lambda n: lambda a: " ".join(a.split()[:n]))(n) for n in WORDS},
+        **{f"first {n} words": _first_words(n) for n in WORDS},
         "first clause": lambda a: re.split(r"[,.;:\n]", a, maxsplit=1)[0]}
 
 

@@ -12,7 +12,7 @@ all K x seeds self-edits when every run has the same K; ``best_of_k`` over each 
 and teacher LoRAs over seeds); rows missing from a run are left out. Prints ``sealq eval``'s table
 (:func:`sealq.analysis.tables.comparison_table`: every row and SEAL's paired differences with 95%
 passage-bootstrap intervals), as ``sealq eval`` prints it; ``--json`` as ``sealq eval --json`` with ``runs``.
-Used for docs/efficacy.md (issue 19, the default protocol with two seeds).
+Used for docs/notes/2026-12-02-what-self-edit-recipe-teaches-best.md (the default protocol with two seeds).
 """
 
 import argparse

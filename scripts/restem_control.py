@@ -15,11 +15,10 @@ is reused). Takes about as long as one round's held-out evaluation and a bit mor
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import sqlite_utils
-
-from dataclasses import replace
 
 from sealq.analysis.stats import cluster_bootstrap, format_interval, paired_difference
 from sealq.analysis.summary import column, scores_by_passage

@@ -1,4 +1,4 @@
-"""Issue 19's item-handling and sequence-length rows, measured on the self-edits a run recorded.
+"""The self-edit recipe sweep's item-handling and sequence-length rows, measured on the self-edits a run recorded.
 
 For each edit type of one ``sealq eval`` / ``sealq loop`` run (model-written self-edits only), splits every
 recorded self-edit again with :func:`sealq.engine.selfedit.split_items` and prints what each step of the
@@ -7,7 +7,7 @@ self-edits the cap (``SelfEditConfig.max_items``, 12) cuts, and what ``--min-gro
 thresholds (items, and self-edits left empty, which the loop skips). Then the length in tokens of every
 training text (:func:`sealq.engine.selfedit.training_texts`: title + item, title + passage) against
 ``TrainConfig.max_seq_tokens``, beyond which training cuts a text. Nothing is trained or decoded except the
-tokenizer. Used for docs/efficacy.md section 2.
+tokenizer. Used for docs/notes/2026-12-02-what-self-edit-recipe-teaches-best.md section 2.
 
     .venv/bin/python scripts/training_inputs.py WORKSPACE [RUN] [--grounding 0.5 --grounding 0.7]
 """
