@@ -1,6 +1,8 @@
 # sealq: two commands do all set-up.
 #   make run   - create .venv, install sealq (llama.cpp built for this CPU), run `sealq loop` on the bundled data
-#   make test  - same set-up, then the test suite (slow end-to-end tests: `make test-slow`)
+#   make test  - same set-up, then the test suite: unit and model tiers (slow end-to-end tests: `make test-slow`)
+# Checks: `make test-fast` (unit tier: no model, under a minute), `make lint` (ruff), `make typecheck` (mypy),
+# `make docs-check` (generated docs are current; `make docs` regenerates them).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -29,7 +31,13 @@ WHEELHOUSE ?= $(HOME)/.cache/sealq/wheels/llama-cpp-python-$(LLAMA_BUILD_ID)
 SDIST := $(HOME)/.cache/sealq/wheels/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 UPSTREAM := $(VENV)/src/llama.cpp
 
-.PHONY: install run test test-slow clean
+# Tests run in one pytest-xdist worker per usable core (CPU affinity), and tests/conftest.py pins each
+# worker's torch and llama.cpp threads to its share of the cores: results never depend on the machine's load.
+TEST_WORKERS = $(shell $(BIN)/python -c "from sealq.cores import usable_cores; print(usable_cores())")
+PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+DOCS = README.md $(wildcard docs/*.md docs/notes/*.md)
+
+.PHONY: install run test test-fast test-slow lint typecheck docs docs-check clean
 
 install: $(STAMP)
 
@@ -65,10 +73,25 @@ run: install
 	$(BIN)/sealq loop
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -m "not slow"
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m unit
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(PYTEST) -m slow
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+docs: install
+	$(BIN)/cog -I scripts -r $(DOCS)
+
+docs-check: install
+	$(BIN)/cog -I scripts --check --check-fail-msg "generated docs are stale: run make docs" $(DOCS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
