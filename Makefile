@@ -76,7 +76,7 @@ test: install
 	$(PYTEST) -m "not slow"
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m unit
+	$(BIN)/python -m pytest -q -m "unit and not model and not slow"
 
 test-slow: install
 	$(PYTEST) -m slow

@@ -30,28 +30,29 @@ TEST_THREADS = _test_threads()
 os.environ["SEALQ_THREADS"] = TEST_THREADS
 
 
-#: Fixtures that load the real model (llama.cpp, the training model) or run a command that does: a test that
-#: uses one is in the ``model`` tier, every other test not marked ``slow`` in the ``unit`` tier.
-MODEL_FIXTURES = frozenset({"model", "runner", "hf_model", "cli_run", "continual_run", "f32_base"})
+#: The unit tier, as ``make test-fast`` selects it: tests marked ``unit`` (a module's ``pytestmark`` or one
+#: test's mark) and neither ``model`` (a test of a unit module that does load the model) nor ``slow``.
+UNIT_TIER = "unit and not model and not slow"
+
+
+def _in_unit_tier(item) -> bool:
+    return all((item.get_closest_marker("unit"), not item.get_closest_marker("model"),
+                not item.get_closest_marker("slow")))
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tiers: ``slow`` as marked; ``model`` when marked or when a fixture of :data:`MODEL_FIXTURES` is used
-    (directly or through another fixture); ``unit`` otherwise (``make test-fast`` runs only these)."""
+    """Tiers: ``slow`` as marked; the unit tier (:data:`UNIT_TIER`); every other test is marked ``model``: it
+    may load the real model."""
     for item in items:
-        if item.get_closest_marker("slow"):
-            continue
-        if item.get_closest_marker("model") or MODEL_FIXTURES & set(item.fixturenames):
+        if not item.get_closest_marker("slow") and not _in_unit_tier(item):
             item.add_marker(pytest.mark.model)
-        else:
-            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)
 def _unit_loads_no_model(request, monkeypatch):
-    """A ``unit`` test that loads a model in this process fails at once, naming the tier: the tier's
+    """A unit-tier test that loads a model in this process fails at once, naming the tier: the tier's
     promise (no model, seconds) is checked, not assumed."""
-    if request.node.get_closest_marker("unit") is None:
+    if not _in_unit_tier(request.node):
         return
     from sealq.models import hf, llama
 

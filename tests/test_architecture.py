@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1] / "sealq"
 MAX_FUNCTION_LINES = 60
 

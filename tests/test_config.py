@@ -24,6 +24,8 @@ from sealq.engine.config import (
 from sealq.errors import SealqError
 from sealq.vocab import LINEAR_TARGETS
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 def _message(make) -> str:
     with pytest.raises(SealqError) as e:

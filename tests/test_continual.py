@@ -191,6 +191,7 @@ def test_stacked_adapters_equal_merged_weights(continual_run, f32_base, hf_model
         hf_model.load_state_dict(saved)
 
 
+@pytest.mark.unit
 def test_split_questions_is_seeded_disjoint_and_never_empty():
     for n in range(2, 12):
         p = Passage("T", f"context {n}", tuple(Question(f"q{i}", ("a",)) for i in range(n)))
@@ -202,6 +203,7 @@ def test_split_questions_is_seeded_disjoint_and_never_empty():
         split_questions(Passage("T", "c", (Question("q", ("a",)),)), 0, 0.5)
 
 
+@pytest.mark.unit
 def test_sequences_are_disjoint_and_seeded(passages):
     seqs = draw_sequences(passages, 2, 3, seed=1)
     keys = [p.key for s in seqs for p in s]
@@ -221,6 +223,7 @@ def test_sequences_are_disjoint_and_seeded(passages):
     (["--length", "0"], "--length must be in 1-100"),
     (["--gate-fraction", "1"], "--gate-fraction must be in (0, 1)"),
 ])
+@pytest.mark.unit
 def test_bad_options_are_one_line(args, message, tmp_path):
     r = CliRunner().invoke(cli, ["continual", "--workspace", str(tmp_path), *args])
     assert r.exit_code == 2 and r.stderr.startswith("Error: ") and message in r.stderr, r.output

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 def test_usable_cores_is_the_affinity():
     from sealq.cores import usable_cores
@@ -15,6 +17,7 @@ def test_usable_cores_is_the_affinity():
     assert usable_cores() == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.model  # its subprocess loads the model
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to restrict to 1")
 def test_torch_and_llama_cpp_threads_follow_a_restricted_affinity(model):
     """A process pinned to one core (as `taskset -c 0` does) starts one torch thread and one llama.cpp

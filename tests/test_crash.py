@@ -84,7 +84,9 @@ def kill_cases():
         pytest.param("generate:1", id="during-self-edit-generation", marks=slow),
         pytest.param("train:2", id="during-training", marks=slow),
         pytest.param("convert:1", id="between-conversion-and-evaluation", marks=slow),
-        pytest.param("db_write:2", id="during-a-database-write"),
+        # slow too: with the other kill points it shares their reference run, which make test then need not
+        # build; resume skipping itself is tested in the unit tier (tests/test_scheduler.py, a fake executor)
+        pytest.param("db_write:2", id="during-a-database-write", marks=slow),
     ]
 
 

@@ -18,6 +18,8 @@ from sealq.engine import dataset
 from sealq.engine.dataset import load_passages, load_teacher, parse_passages
 from sealq.errors import SealqError, SealqWarning
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 GOOD = {"title": "T", "context": "Some passage text.", "questions": [{"question": "Q?", "answer": "A"}]}
 TEACHER = {"title": "T", "context": "Some passage text.", "completions": ["An implication."]}
 

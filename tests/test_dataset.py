@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from sealq.engine.dataset import load_passages, parse_passages
 from sealq.errors import SealqError, SealqWarning
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 def test_default_set_is_eight_invented_passages():
     ps = load_passages()

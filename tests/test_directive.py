@@ -2,11 +2,14 @@
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sealq.engine.config import Directive, DirectiveBounds
 from sealq.engine.directive import parse_directive
+
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
 
 D, B = Directive(epochs=8, lr=1e-3, rank=16), DirectiveBounds()
 

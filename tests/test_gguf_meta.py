@@ -8,6 +8,8 @@ import pytest
 from sealq.errors import SealqError
 from sealq.models.gguf_meta import GGUFMeta, StringArray
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 def _same_as_gguf_py(path) -> int:
     """Assert GGUFMeta agrees with GGUFReader on every key and tensor; returns the number of keys compared."""

@@ -50,6 +50,7 @@ def _count(text: str) -> int:
 
 # ---- without a model ----------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_split_by_headings_and_paragraphs():
     doc = ("---\ntitle: x\n---\nIntro line one.\n\n# Guide\n\n## Ferry\n\nThe ferry is red.\nIt sails daily.\n\n"
            "Second paragraph.\n\n## Empty\n\n## Code\n\n```\n# not a heading\n```\n")
@@ -62,6 +63,7 @@ def test_split_by_headings_and_paragraphs():
     assert all(not p.questions for p in ps)
 
 
+@pytest.mark.unit
 def test_split_respects_the_token_budget():
     para = ". ".join(_words(9) for _ in range(6)) + "."  # six sentences of 9 words
     ps = split_document(f"# T\n\n{para}\n\n{_words(30)}", "t", _count, 20)
@@ -70,6 +72,7 @@ def test_split_respects_the_token_budget():
     assert sentences("He left. Then 3 came! Why? ok") == ["He left.", "Then 3 came!", "Why? ok"]
 
 
+@pytest.mark.unit
 def test_split_break_cases():
     """Found by a break-test: fences close only on their own marker, front matter is YAML at the top of
     Markdown only (never text lost), a .txt has no headings, text without spaces is cut to the budget."""
@@ -86,6 +89,7 @@ def test_split_break_cases():
     assert all(len(p.context) <= 256 for p in ps) and sum(len(p.context.replace(" ", "")) for p in ps) == 3006
 
 
+@pytest.mark.unit
 def test_combine_refuses_a_truncated_adapter(tmp_path):
     from sealq.convert.combine import combine_adapters
 
@@ -97,6 +101,7 @@ def test_combine_refuses_a_truncated_adapter(tmp_path):
         combine_adapters([], tmp_path / "o.gguf")
 
 
+@pytest.mark.unit
 def test_grounded_span():
     s = "It was built by the engineer Tomas Oberlin in 1887."
     assert grounded_span("Who built the lighthouse?", "The lighthouse was built by Tomas Oberlin in 1887.", s) \
@@ -109,6 +114,7 @@ def test_grounded_span():
     assert grounded_span("Who built it?", "Oberlin", s, known="Oberlin House") == ""  # only the title
 
 
+@pytest.mark.unit
 def test_read_document_refuses(tmp_path):
     import os
 
@@ -136,6 +142,7 @@ def test_read_document_refuses(tmp_path):
     (["learn", "missing.json"], "missing.json"),
     (["learn", "headings.md"], "no text to learn"),
 ])
+@pytest.mark.unit
 def test_bad_options_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.pdf").write_text("x")
@@ -149,6 +156,7 @@ def test_bad_options_one_line(args, message, tmp_path, monkeypatch):
     assert not (tmp_path / "runs.db").exists() or not sqlite_utils.Database(str(tmp_path / "runs.db"))["runs"].count
 
 
+@pytest.mark.unit
 def test_config_round_trip():
     c = LearnConfig(loop=LoopConfig(), files=("a.md",), gates=("retention:0.1", "none"), length=3)
     assert LearnConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c

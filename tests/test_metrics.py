@@ -9,6 +9,8 @@ from conftest import SHARED
 
 from sealq.metrics import contains, exact_match, f1, fold, normalize, score
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 CASES = SHARED.parents[1] / "cases"  # ../shared/cases beside the checkout
 SQUAD = SHARED / "squad.json"
 

@@ -5,6 +5,8 @@ import pytest
 from sealq.errors import SealqError
 from sealq.models.registry import KNOWN_MODELS, resolve_model
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 def test_default_model_is_found_without_importing_llm(model):
     assert model.name == "smollm2-135m" and model.architecture == "llama"

@@ -8,6 +8,8 @@ from rich.console import Console
 from sealq.cli.loop import PlainEvents, RichEvents, _with_progress, progress_events
 from sealq.vocab import Source
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 class FakeClock:
     def __init__(self):

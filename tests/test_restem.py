@@ -27,6 +27,7 @@ def restem_run(tmp_path_factory, cache_root):
     return ws, json.loads(result.stdout)
 
 
+@pytest.mark.unit
 def test_split_is_by_title():
     sel = select_passages(LoopConfig(rounds=1, holdout_fraction=0.25))
     assert len(sel.train) == 6 and len(sel.holdout) == 2

@@ -29,6 +29,8 @@ from sealq.models.llama import Generation
 from sealq.store import open_db
 from sealq.vocab import EditStatus, Source
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 PASSAGES = [Passage(f"Title {i}", f"Text of passage {i}.", tuple(Question(f"q{i}.{j}?", (f"a{j}",)) for j in range(3)))
             for i in range(4)]
 CONFIG = LoopConfig(passage_only=True, seeds=2, selfedit=SelfEditConfig(k=3))

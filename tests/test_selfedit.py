@@ -1,8 +1,12 @@
 """Splitting self-edits into training items, and SEAL's training sequences."""
 
+import pytest
+
 from sealq.engine.config import EDIT_TYPES
 from sealq.engine.dataset import Passage, Question
 from sealq.engine.selfedit import PROMPTS, edit_messages, grounding, split_items, training_texts
+
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
 
 P = Passage("Quellberry", "The quellberry is a purple fruit.", (Question("Colour?", ("purple",)),))
 

@@ -5,6 +5,8 @@ import pytest
 
 from sealq.analysis.stats import cluster_bootstrap, paired_difference
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 
 def test_constant_scores_have_a_zero_width_interval():
     iv = cluster_bootstrap([[1, 1], [1, 1, 1]])

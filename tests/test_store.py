@@ -8,6 +8,8 @@ import sqlite_utils
 from sealq.store import DB_NAME, migrations, open_db, resolve_workspace
 from sealq.vocab import Condition, Source
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 EXPECTED = {
     "runs": ["id", "command", "status", "started_utc", "finished_utc", "duration_ms", "model_name", "model_path",
              "model_sha256", "data_path", "seed", "pid", "config_json", "versions_json", "summary_json", "error", "resumes", "selection_sha256"],

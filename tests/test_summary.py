@@ -35,6 +35,8 @@ from sealq.models.llama import Generation
 from sealq.store import open_db
 from sealq.vocab import ROW_LABELS, Condition, EditStatus, Row, Source, Split
 
+pytestmark = pytest.mark.unit  # no model: the unit tier (tests/conftest.py)
+
 S = Score
 RUN = "RUN-R"
 EDIT_TYPES = ("implications", "self-qa", "rewrite")
