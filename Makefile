@@ -31,8 +31,8 @@ WHEELHOUSE ?= $(HOME)/.cache/sealq/wheels/llama-cpp-python-$(LLAMA_BUILD_ID)
 SDIST := $(HOME)/.cache/sealq/wheels/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 UPSTREAM := $(VENV)/src/llama.cpp
 
-# Tests run in one pytest-xdist worker per usable core (CPU affinity), and tests/conftest.py pins each
-# worker's torch and llama.cpp threads to its share of the cores: results never depend on the machine's load.
+# Tests run in one pytest-xdist worker per usable core (CPU affinity), and tests/conftest.py pins every torch
+# and llama.cpp thread count to 1: results never depend on the machine's load or on how the suite was started.
 TEST_WORKERS = $(shell $(BIN)/python -c "from sealq.cores import usable_cores; print(usable_cores())")
 PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 DOCS = README.md $(wildcard docs/*.md docs/notes/*.md)

@@ -308,6 +308,15 @@ def make_checks(makefile: str | os.PathLike = ROOT / "Makefile") -> str:
     """Markdown table: the Makefile's test and check targets, in Makefile order, with the commands they run
     (``$(BIN)/`` spelled ``.venv/bin/``)."""
     lines = Path(makefile).read_text(encoding="utf-8").splitlines()
+    variables = {m.group(1): m.group(2).strip() for m in
+                 (re.match(r"^(PYTEST|TEST_WORKERS)\s*:?=\s*(.*)$", line) for line in lines) if m}
+    variables["TEST_WORKERS"] = "<usable cores>"  # a $(shell ...) evaluated when the target runs
+
+    def expand(cmd: str) -> str:
+        for _ in range(3):  # PYTEST names TEST_WORKERS
+            cmd = re.sub(r"\$\((PYTEST|TEST_WORKERS)\)", lambda m: variables.get(m.group(1), m.group(0)), cmd)
+        return cmd
+
     rows = ["| target | runs |", "|---|---|"]
     for i, line in enumerate(lines):
         m = re.match(r"^([A-Za-z][\w-]*)\s*:(?!=)", line)
@@ -319,7 +328,7 @@ def make_checks(makefile: str | os.PathLike = ROOT / "Makefile") -> str:
                 break
             cmd = body.strip().lstrip("@")
             if cmd and not cmd.startswith("#"):
-                recipe.append(f"`{cmd.replace('$(BIN)/', '.venv/bin/')}`")
+                recipe.append(f"`{expand(cmd).replace('$(BIN)/', '.venv/bin/')}`")
         rows.append(f"| `make {m.group(1)}` | {'; '.join(recipe) or '–'} |")
     return "\n".join(rows) + "\n"
 

@@ -13,13 +13,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad
 
 
 def _test_threads() -> str:
-    """The suite's thread count: ``SEALQ_TEST_THREADS`` if set, else the usable cores shared out among the
-    pytest-xdist workers (``make test`` runs one per core, so 1 each on 2 cores). It depends on the
-    machine and the command line, never on the load."""
-    from sealq.cores import usable_cores
-
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return os.environ.get("SEALQ_TEST_THREADS") or str(max(1, usable_cores() // workers))
+    """The suite's thread count: ``SEALQ_TEST_THREADS`` if set, else 1 — the same whether the suite runs
+    serially or in one pytest-xdist worker per core (``make test``), so a test's figures do not depend on
+    how it was started, nor on the machine's load."""
+    return os.environ.get("SEALQ_TEST_THREADS") or "1"
 
 
 #: Every torch and llama.cpp thread count of the suite, pinned (``SEALQ_THREADS``): no result depends on how
