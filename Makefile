@@ -78,8 +78,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "unit and not model and not slow"
 
+# Serially, at every core's threads: its Ray runs start worker processes of their own, and next to another
+# test worker and a CPU-bound process they ran past their 15-minute timeout.
 test-slow: install
-	$(PYTEST) -m slow
+	SEALQ_TEST_THREADS=$(TEST_WORKERS) $(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check .

@@ -309,12 +309,12 @@ def make_checks(makefile: str | os.PathLike = ROOT / "Makefile") -> str:
     (``$(BIN)/`` spelled ``.venv/bin/``)."""
     lines = Path(makefile).read_text(encoding="utf-8").splitlines()
     variables = {m.group(1): m.group(2).strip() for m in
-                 (re.match(r"^(PYTEST|TEST_WORKERS)\s*:?=\s*(.*)$", line) for line in lines) if m}
+                 (re.match(r"^(PYTEST|TEST_WORKERS|DOCS)\s*:?=\s*(.*)$", line) for line in lines) if m}
     variables["TEST_WORKERS"] = "<usable cores>"  # a $(shell ...) evaluated when the target runs
 
     def expand(cmd: str) -> str:
         for _ in range(3):  # PYTEST names TEST_WORKERS
-            cmd = re.sub(r"\$\((PYTEST|TEST_WORKERS)\)", lambda m: variables.get(m.group(1), m.group(0)), cmd)
+            cmd = re.sub(r"\$\((PYTEST|TEST_WORKERS|DOCS)\)", lambda m: variables.get(m.group(1), m.group(0)), cmd)
         return cmd
 
     rows = ["| target | runs |", "|---|---|"]

@@ -65,7 +65,8 @@ def _load(spec: str) -> RecordedRun:
 def _check_settings(records: list[dict]) -> None:
     """Raises ValueError unless the runs differ only in their seed (stored config, model file)."""
     def settings(r):  # read as --resume reads it, so a field added since the run counts at its default
-        stored = LoopConfig.from_dict(json.loads(r["config_json"])).to_dict()
+        # thread counts are left out (set equal): they change float sums, not what the runs measure
+        stored = LoopConfig.from_dict(json.loads(r["config_json"])).with_threads(1).to_dict()
         return {k: v for k, v in stored.items() if k != "seed"}, r["model_sha256"]
     first = settings(records[0])
     for r in records[1:]:

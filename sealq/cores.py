@@ -91,7 +91,7 @@ def requested_threads(option: int | None = None) -> int | None:
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdecimal()) or int(raw) < 1:
         raise SealqError(f"{THREADS_ENV} must be a whole number of threads, at least 1; got {raw!r}")
     return int(raw)
 

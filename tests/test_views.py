@@ -200,12 +200,17 @@ def test_format_duration():
 
 
 def test_the_hint_continues_the_dead_run(dead_run, cache_root):
-    """`sealq loop --resume RUN`, as every view says, finishes the dead run; then every view says done."""
+    """`sealq loop --resume RUN`, as every view says, finishes the dead run; then every view says done. Resumed
+    with --threads 2 (the suite pins 1), the run records its new count and its adapter keeps the one it had."""
+    from conftest import TEST_THREADS
+
     ws, run_id = dead_run
-    r = CliRunner().invoke(cli, ["loop", "--resume", run_id, "--workspace", str(ws), "--json"],
+    r = CliRunner().invoke(cli, ["loop", "--resume", run_id, "--threads", "2", "--workspace", str(ws), "--json"],
                            catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["directive_fallbacks"] == 0
     (row,) = json.loads(_invoke("runs", "--workspace", str(ws), "--json"))
     assert row["status"] == "done" and row["resume"] is None
-    assert json.loads(_invoke("show", run_id, "--workspace", str(ws), "--json"))["run"]["status"] == "done"
+    detail = json.loads(_invoke("show", run_id, "--workspace", str(ws), "--json"))
+    assert detail["run"]["status"] == "done"
+    assert detail["run"]["threads"]["text"] == f"threads 2 (fixed); adapters trained with {TEST_THREADS}: 1"

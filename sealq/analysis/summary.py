@@ -255,8 +255,8 @@ def thread_use(db, row: dict) -> dict:
     text = "threads " + ("not recorded" if run is None else f"{run} ({'automatic' if automatic else 'fixed'})")
     if used:
         text += f"; adapters trained with {used}"
-    if run and any(n is not None and n < run for n in counts):
-        text += " (fewer: other processes held cores)"
+    if run and automatic and any(n is not None and n < run for n in counts):
+        text += " (fewer: other processes held cores, or workers with their own count)"
     return {"run": run, "automatic": automatic, "adapters": {str(n): c for n, c in counts.items()}, "text": text}
 
 

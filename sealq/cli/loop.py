@@ -237,9 +237,10 @@ def _training_options(epochs: str, lr: str, rank: str):
                           "CPU has it, else fp32. The run records what it used."),
         click.option("--threads", type=click.IntRange(min=1), metavar="N",
                      help="Torch and llama.cpp threads, exactly, for the whole run (also $SEALQ_THREADS); recorded, "
-                          "and reused by --resume unless given again. Default: the cores other processes leave free "
-                          "when the run starts (a training may then use fewer if they get busy; each adapter records "
-                          "its count)."),
+                          "and reused by --resume unless given again (--threads or $SEALQ_THREADS). Default: the cores "
+                          "other processes leave free when the run starts (a training may then use fewer if they get "
+                          "busy; each adapter records its count). With --workers: the driver's threads; workers use "
+                          "--threads-per-worker."),
     )
 
 

@@ -43,7 +43,7 @@ from sealq.analysis.continual import continual_summary, model_updates
 from sealq.cores import requested_threads
 from sealq.engine import answer as qa
 from sealq.engine import record
-from sealq.engine.config import ContinualConfig, Gate
+from sealq.engine.config import ContinualConfig, Gate, LearnConfig
 from sealq.engine.dataset import Passage, load_passages
 from sealq.engine.loop import _clean_orphans, _record_failure, _resolved, package_versions
 from sealq.engine.record import Candidate, Clock, PassageRecord, elapsed_since
@@ -207,7 +207,7 @@ def resume_continual(run: str, workspace: str | os.PathLike | None = None,
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         lc = config.loop
         runner = LlamaRunner(model, n_ctx=lc.eval.n_ctx, threads=lc.eval.threads, seed=lc.seed)
-        _mark_resumed(db, run_id, row)
+        _mark_resumed(db, run_id, row, config)
     except BaseException:
         lock.release()
         raise
@@ -233,10 +233,12 @@ def _insert_run(ws: Path, command: Command, model, config, data_path: str, seqs)
     return db, run_id, lock
 
 
-def _mark_resumed(db, run_id: str, row: dict) -> None:
-    """The run is running again in this process (one more resume)."""
+def _mark_resumed(db, run_id: str, row: dict, config: ContinualConfig | LearnConfig) -> None:
+    """The run is running again in this process (one more resume), with ``config``: the stored settings with
+    the thread counts decided for this resume (:meth:`~sealq.engine.config.LoopConfig.threads_decided`)."""
     db["runs"].update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
-                               "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+                               "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None,
+                               "config_json": json.dumps(config.to_dict())})
 
 
 def _resumable(run_id: str, row: dict):

@@ -161,7 +161,7 @@ def resume_learn(run: str, workspace: str | os.PathLike | None = None, events: C
             raise SealqError(f"run {run_id}: its files ({', '.join(config.files)}) changed since the run started; "
                              "cannot resume")
         _clean_orphans(db, run_id, ws / "runs" / run_id / "adapters")
-        _mark_resumed(db, run_id, row)
+        _mark_resumed(db, run_id, row, config)
     except BaseException:
         lock.release()
         raise

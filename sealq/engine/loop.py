@@ -172,7 +172,8 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
         raise
     try:
         db.table("runs").update(run_id, {"status": RunStatus.RUNNING.value, "pid": os.getpid(),
-                                         "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None})
+                                         "resumes": (row["resumes"] or 0) + 1, "error": None, "finished_utc": None,
+                                         "config_json": json.dumps(config.to_dict())})  # the threads decided now
     except BaseException:
         executor.close()
         lock.release()
