@@ -427,7 +427,12 @@ def test_thread_use_says_when_a_training_used_fewer_threads(tmp_path):
     db["adapters"].insert_all([{"run_id": "T", "threads": n} for n in (2, 2, 1)])
     use = thread_use(db, db["runs"].get("T"))
     assert (use["run"], use["automatic"], use["adapters"]) == (2, True, {"2": 2, "1": 1})
-    assert use["text"] == "threads 2 (automatic); adapters trained with 2: 2, 1: 1 (fewer: other processes held cores)"
+    assert use["text"] == ("threads 2 (automatic); adapters trained with 2: 2, 1: 1 "
+                           "(fewer: other processes held cores, or workers with their own count)")
+    fixed = LoopConfig().with_threads(2).to_dict()  # a given count: a lower one is no busy machine's doing
+    db["runs"].insert({"id": "F", "command": "loop", "status": "done", "config_json": json.dumps(fixed)})
+    db["adapters"].insert({"run_id": "F", "threads": 1})
+    assert thread_use(db, db["runs"].get("F"))["text"] == "threads 2 (fixed); adapters trained with 1: 1"
     old = LoopConfig().to_dict()
     db["runs"].insert({"id": "OLD", "command": "loop", "status": "done", "config_json": json.dumps(old)})
     db["adapters"].insert({"run_id": "OLD", "threads": None})
