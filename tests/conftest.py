@@ -11,19 +11,12 @@ from sealq.vocab import LINEAR_TARGETS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad-dev"
 
-
-def _test_threads() -> str:
-    """The suite's thread count: ``SEALQ_TEST_THREADS`` if set, else 1 — the same whether the suite runs
-    serially or in one pytest-xdist worker per core (``make test``), so a test's figures do not depend on
-    how it was started, nor on the machine's load."""
-    return os.environ.get("SEALQ_TEST_THREADS") or "1"
-
-
-#: Every torch and llama.cpp thread count of the suite, pinned (``SEALQ_THREADS``): no result depends on how
-#: busy the machine is, so a resumed run equals the uninterrupted one even next to another CPU-bound
-#: process. Set at import, before any session fixture loads a model; the subprocesses the tests start
-#: inherit it.
-TEST_THREADS = _test_threads()
+#: Every torch and llama.cpp thread count of the suite, pinned (``SEALQ_THREADS``): 1, or ``SEALQ_TEST_THREADS``,
+#: the same whether the suite runs serially or in one pytest-xdist worker per core, so no figure a test checks
+#: depends on how the suite was started or on the machine's load (a resumed run equals the uninterrupted one
+#: next to another CPU-bound process). Set at import, before any session fixture loads a model; the
+#: subprocesses the tests start inherit it.
+TEST_THREADS = os.environ.get("SEALQ_TEST_THREADS") or "1"
 os.environ["SEALQ_THREADS"] = TEST_THREADS
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sealq.convert.lora_gguf import _write_adapter
+from sealq.convert.lora_gguf import write_adapter
 from sealq.errors import SealqError
 
 __all__ = ["combine_adapters"]
@@ -91,5 +91,5 @@ def combine_adapters(adapters: list[str | Path], out_path: str | Path, name: str
                 (n + ".lora_b", np.ascontiguousarray(np.concatenate(b_blocks, 1), dtype=np.float32))]
     total = sum(ranks)
     out_path = Path(out_path)
-    _write_adapter(out, out_path, archs.pop(), float(total), "f32", name)
+    write_adapter(out, out_path, archs.pop(), float(total), "f32", name)
     return {"path": str(out_path), "adapters": len(parts), "rank": total, "tensor_pairs": len(names)}

@@ -42,7 +42,7 @@ from sealq.vocab import LINEAR_TARGETS
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-__all__ = ["convert_peft_to_gguf", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo", "validate_adapter", "read_lora_config",
+__all__ = ["convert_peft_to_gguf", "write_adapter", "ConvertResult", "permute_rows", "read_base_info", "BaseInfo", "validate_adapter", "read_lora_config",
            "module_rank_alpha", "peft_scale", "written_alpha"]
 
 _PEFT_PREFIX = "base_model.model."
@@ -242,7 +242,7 @@ def convert_peft_to_gguf(adapter_dir: str | Path, out_path: str | Path, base_ggu
            for t in _gguf_pair(module, ab, config, alpha, base, adapter_dir, base_gguf)]
     if not out:
         raise SealqError(f"{adapter_dir}: no LoRA tensors")
-    _write_adapter(out, out_path, arch.name, alpha, outtype, f"sealq LoRA ({adapter_dir.name})")
+    write_adapter(out, out_path, arch.name, alpha, outtype, f"sealq LoRA ({adapter_dir.name})")
     return ConvertResult(out_path, len(out) // 2, alpha, time.perf_counter() - t0, float(config.lora_alpha))
 
 
@@ -303,9 +303,20 @@ def _gguf_pair(module: str, ab: dict, config, alpha: float, base: BaseInfo, adap
             (weight_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))]
 
 
-def _write_adapter(tensors: list, out_path: Path, arch_name: str, alpha: float, outtype: str, name: str) -> None:
+def write_adapter(tensors: list, out_path: Path, arch_name: str, alpha: float, outtype: str, name: str) -> None:
     """Write a GGUF LoRA adapter for ``arch_name`` (the base's ``general.architecture``) atomically
-    (temporary file, fsync, rename)."""
+    (temporary file, fsync, rename); used by :func:`convert_peft_to_gguf` and by
+    :func:`sealq.convert.combine.combine_adapters`.
+
+    Args:
+        tensors: ``(gguf tensor name, float32 array)`` pairs: each module's ``.lora_a`` (r, in) and ``.lora_b``
+            (out, r), named as llama.cpp's base tensors (GGUF adapter format, ``general.type`` ``adapter``).
+        out_path: the ``.gguf`` file to write (replaced if it exists).
+        arch_name: the base model's architecture name.
+        alpha: ``adapter.lora.alpha`` (llama.cpp scales each product by alpha / r).
+        outtype: tensor storage, one of :data:`OUTTYPES` (as :func:`convert_peft_to_gguf`).
+        name: ``general.name``.
+    """
     import gguf
 
     tmp = None
