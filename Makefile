@@ -34,7 +34,7 @@ UPSTREAM := $(VENV)/src/llama.cpp
 # Tests run in one pytest-xdist worker per usable core (CPU affinity), and tests/conftest.py pins every torch
 # and llama.cpp thread count to 1: results never depend on the machine's load or on how the suite was started.
 TEST_WORKERS = $(shell $(BIN)/python -c "from sealq.cores import usable_cores; print(usable_cores())")
-PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 DOCS = README.md $(wildcard docs/*.md docs/notes/*.md)
 
 .PHONY: install run test test-fast test-slow lint typecheck docs docs-check clean

@@ -30,12 +30,30 @@ def _in_unit_tier(item) -> bool:
                 not item.get_closest_marker("slow")))
 
 
+#: The schedule of ``make test`` and ``make test-slow`` (pytest-xdist ``--dist loadfile --no-loadscope-reorder``):
+#: every module is one unit of work, so its module-scoped fixtures are built once, and the modules measured
+#: longest (``--durations``, docs/testing.md) start first: longest-processing-time-first, so the last module a
+#: worker runs is a short one and the workers finish close together. An order, not a claim checked by a test: a
+#: wrong one costs minutes, never a result. (Not ``--dist loadgroup``: with pytest 9.2 and pytest-xdist 3.8 it
+#: silently stops grouping, https://github.com/pytest-dev/pytest-xdist/issues/1386.)
+LONGEST_FIRST = ("test_slow_default_loop", "test_continual", "test_restem", "test_loop", "test_learn", "test_eval",
+                 "test_model_families", "test_hf_cache", "test_workers")
+
+
+def _module_of(item) -> str:
+    return item.module.__name__.rpartition(".")[2]
+
+
+@pytest.hookimpl(tryfirst=True)  # the tier marks exist before ``-m`` deselects
 def pytest_collection_modifyitems(config, items):
     """Tiers: ``slow`` as marked; the unit tier (:data:`UNIT_TIER`); every other test is marked ``model``: it
-    may load the real model."""
+    may load the real model. The modules of :data:`LONGEST_FIRST` come first (a stable sort: the order inside a
+    module is kept)."""
     for item in items:
         if not item.get_closest_marker("slow") and not _in_unit_tier(item):
             item.add_marker(pytest.mark.model)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module_of(item), len(rank)))
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +96,65 @@ def runner(model):
     return LlamaRunner(model, n_ctx=2048, seed=0)
 
 
+def _shared_root(tmp_path_factory, worker_id: str) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the parent of the workers' own temporary
+    folders); the session's own temporary folder when the suite runs serially."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
 @pytest.fixture(scope="session")
-def cache_root(tmp_path_factory) -> Path:
-    """One dequantized-model cache for the whole session (the first load takes ~15 s)."""
-    return Path(os.environ.get("SEALQ_TEST_CACHE", tmp_path_factory.mktemp("cache")))
+def cache_root(tmp_path_factory, worker_id) -> Path:
+    """One dequantized-model cache for the whole session, shared by the xdist workers (the first load takes
+    ~15 s; a concurrent first write is safe: :func:`sealq.models.hf.load_training_model` keeps the entry
+    another process wrote meanwhile)."""
+    if "SEALQ_TEST_CACHE" in os.environ:
+        return Path(os.environ["SEALQ_TEST_CACHE"])
+    root = _shared_root(tmp_path_factory, worker_id) / "model-cache"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> tuple[Path, dict]:
+    """A session fixture's workspace built once for all xdist workers, returned as this worker's own copy.
+
+    ``build(ws)`` runs a command into the empty folder ``ws`` and returns its JSON summary (a dict). The first
+    worker that needs it builds it under a file lock (pytest-xdist's recipe for session fixtures); the others
+    wait for it and copy the folder, so a test that takes the run lock or writes a file changes its worker's
+    copy only. The copy's runs.db still names the built folder's adapter files (absolute paths), which stay
+    in place, unchanged, for the session. Returns (workspace, summary).
+    """
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    shared = _shared_root(tmp_path_factory, worker_id)
+    built, done = shared / f"{name}-built", shared / f"{name}-built.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(built, ignore_errors=True)  # a worker that died while building left it half-written
+            built.mkdir()
+            done.write_text(json.dumps(build(built)))
+    summary = json.loads(done.read_text())
+    if worker_id == "master":
+        return built, summary
+    ws = tmp_path_factory.mktemp(name) / "ws"
+    shutil.copytree(built, ws)
+    return ws, summary
+
+
+def cli_json(args: list[str], cache_root: Path) -> dict:
+    """``sealq ARGS --json`` through click on the session's model cache; the parsed summary."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sealq.cli import cli
+
+    result = CliRunner().invoke(cli, [*args, "--json"], catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -94,25 +167,13 @@ def hf_model(model, cache_root):
 
 
 @pytest.fixture(scope="session")
-def cli_run(tmp_path_factory, cache_root):
-    """`sealq loop --passages 1 --k 2 --json` through click, with model-written directives.
-
-    Returns (workspace, summary). Shared by the loop and inspection tests.
-    """
-    import json
-
-    from click.testing import CliRunner
-
-    from sealq.cli import cli
-
-    ws = tmp_path_factory.mktemp("cli-ws")
-    result = CliRunner().invoke(
-        cli, ["loop", "--passages", "1", "--k", "2", "--epochs", "2", "--workspace", str(ws), "--json",
-              "--edit-type", "implications", "--edit-type", "self-qa"],
-        catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)},
-    )
-    assert result.exit_code == 0, result.output
-    return ws, json.loads(result.stdout)
+def cli_run(tmp_path_factory, worker_id, cache_root):
+    """`sealq loop --passages 1 --k 2 --json` through click, with model-written directives, built once for the
+    session (:func:`built_once`). Returns (workspace, summary). Shared by the loop and inspection tests."""
+    args = ["loop", "--passages", "1", "--k", "2", "--epochs", "2", "--edit-type", "implications",
+            "--edit-type", "self-qa"]
+    return built_once(tmp_path_factory, worker_id, "cli-run",
+                      lambda ws: cli_json([*args, "--workspace", str(ws)], cache_root))
 
 
 @pytest.fixture(scope="session")
@@ -171,16 +232,8 @@ CONTINUAL_ARGS = ["continual", "--sequences", "2", "--length", "2", "--k", "1", 
 
 
 @pytest.fixture(scope="session")
-def continual_run(tmp_path_factory, cache_root):
-    """`sealq continual` (:data:`CONTINUAL_ARGS`) on the bundled model through click. Returns (workspace, summary)."""
-    import json
-
-    from click.testing import CliRunner
-
-    from sealq.cli import cli
-
-    ws = tmp_path_factory.mktemp("continual-ws")
-    result = CliRunner().invoke(cli, [*CONTINUAL_ARGS, "--workspace", str(ws), "--json"],
-                                catch_exceptions=False, env={"SEALQ_CACHE": str(cache_root)})
-    assert result.exit_code == 0, result.output
-    return ws, json.loads(result.stdout)
+def continual_run(tmp_path_factory, worker_id, cache_root):
+    """`sealq continual` (:data:`CONTINUAL_ARGS`) on the bundled model through click, built once for the
+    session (:func:`built_once`: its two test modules may run on two workers). Returns (workspace, summary)."""
+    return built_once(tmp_path_factory, worker_id, "continual-run",
+                      lambda ws: cli_json([*CONTINUAL_ARGS, "--workspace", str(ws)], cache_root))
