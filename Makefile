@@ -78,10 +78,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "unit and not model and not slow"
 
-# Serially, at every core's threads: its Ray runs start worker processes of their own, and next to another
-# test worker and a CPU-bound process they ran past their 15-minute timeout.
+# One worker per core as make test, then the tests that start a Ray cluster of their own worker processes, alone:
+# next to another test worker and a CPU-bound process they ran past their 15-minute timeout.
 test-slow: install
-	SEALQ_TEST_THREADS=$(TEST_WORKERS) $(BIN)/python -m pytest -q -m slow
+	$(PYTEST) -m "slow and not cluster"
+	$(BIN)/python -m pytest -q -m "slow and cluster"
 
 lint: install
 	$(BIN)/ruff check .

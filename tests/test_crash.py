@@ -64,13 +64,15 @@ def run_id_and_status(ws: Path) -> tuple[str, str]:
     return row
 
 
-def resume_and_compare(ws: Path, reference) -> None:
+def resume_and_compare(ws: Path, reference, resumes: int = 1) -> None:
+    """``sealq loop --resume`` finishes the run in ``ws`` (its ``resumes``-th resume): the same run id, done,
+    and every recorded row and adapter file equal to the uninterrupted ``reference``."""
     run_id, _ = run_id_and_status(ws)
     proc = sealq(ws, "loop", "--resume", run_id[:10], "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["run_id"] == run_id
     assert run_id_and_status(ws) == (run_id, "done")
-    assert sqlite_utils.Database(str(ws / "runs.db"))["runs"].get(run_id)["resumes"] == 1
+    assert sqlite_utils.Database(str(ws / "runs.db"))["runs"].get(run_id)["resumes"] == resumes
     snap, on_disk = reference
     got = snapshot(ws)
     for table in snap:
@@ -78,33 +80,41 @@ def resume_and_compare(ws: Path, reference) -> None:
     assert files(ws) == on_disk  # no orphaned temporary folder or unrecorded adapter left
 
 
-def kill_cases():
-    slow = pytest.mark.slow
-    return [
-        pytest.param("generate:1", id="during-self-edit-generation", marks=slow),
-        pytest.param("train:2", id="during-training", marks=slow),
-        pytest.param("convert:1", id="between-conversion-and-evaluation", marks=slow),
-        # slow too: with the other kill points it shares their reference run, which make test then need not
-        # build; resume skipping itself is tested in the unit tier (tests/test_scheduler.py, a fake executor)
-        pytest.param("db_write:2", id="during-a-database-write", marks=slow),
-    ]
+#: The four kill points, in the order one run reaches them: the first process dies inside the database
+#: transaction of its second self-edit (the first is recorded); each resume redoes that self-edit and dies at
+#: the next point (after generating it, while training it, between its conversion and evaluation); the last
+#: resume finishes. One chain, not four runs: each point is still reached (exit -9), each killed process's
+#: state is checked, and each resume starts from a different kill.
+CHAIN = ("db_write:2", "generate:1", "train:1", "convert:1")
 
 
-@pytest.mark.parametrize("point", kill_cases())
-def test_sigkill_then_resume_equals_uninterrupted(point, reference, tmp_path):
-    proc = sealq(tmp_path, *ARGS, env={"SEALQ_KILL_AT": point})
-    assert proc.returncode == -9, proc.stderr[-3000:]
-    run_id, status = run_id_and_status(tmp_path)
+def assert_killed_at(ws: Path, proc: subprocess.CompletedProcess, point: str, resumes: int) -> int:
+    """The process SIGKILLed itself at ``point``; nothing recorded it: the run stays ``running`` (listed
+    ``dead``), with ``resumes`` resumes and its time up to the last commit kept. Returns that time (ms)."""
+    assert proc.returncode == -9, (point, proc.stderr[-3000:])
+    run_id, status = run_id_and_status(ws)
     assert status == "running"  # the process had no chance to record anything
-    killed_ms = sqlite_utils.Database(str(tmp_path / "runs.db"))["runs"].get(run_id)["duration_ms"]
-    assert killed_ms > 0  # its time up to the last commit is kept
-    listed = subprocess.run([SEALQ, "runs", "--json", "--workspace", str(tmp_path)], capture_output=True, text=True)
+    row = sqlite_utils.Database(str(ws / "runs.db"))["runs"].get(run_id)
+    assert row["resumes"] == resumes and row["duration_ms"] > 0
+    listed = subprocess.run([SEALQ, "runs", "--json", "--workspace", str(ws)], capture_output=True, text=True)
     assert json.loads(listed.stdout)[0]["status"] == "dead"
-    if point.startswith("db_write"):
-        # the killed transaction left nothing behind: exactly the self-edits before it
-        db = sqlite_utils.Database(str(tmp_path / "runs.db"))
-        assert db["self_edits"].count == 1 and db["adapters"].count == 1
-    resume_and_compare(tmp_path, reference)
+    return row["duration_ms"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_each_point_then_resume_equals_uninterrupted(reference, tmp_path):
+    proc = sealq(tmp_path, *ARGS, env={"SEALQ_KILL_AT": CHAIN[0]})
+    killed_ms = assert_killed_at(tmp_path, proc, CHAIN[0], 0)
+    # the killed transaction left nothing behind: exactly the self-edit before it
+    db = sqlite_utils.Database(str(tmp_path / "runs.db"))
+    assert db["self_edits"].count == 1 and db["adapters"].count == 1
+    run_id, _ = run_id_and_status(tmp_path)
+    for resumes, point in enumerate(CHAIN[1:], start=1):
+        proc = sealq(tmp_path, "loop", "--resume", run_id[:10], env={"SEALQ_KILL_AT": point})
+        ms = assert_killed_at(tmp_path, proc, point, resumes)
+        assert ms >= killed_ms
+        killed_ms = ms
+    resume_and_compare(tmp_path, reference, resumes=len(CHAIN))
     assert sqlite_utils.Database(str(tmp_path / "runs.db"))["runs"].get(run_id)["duration_ms"] > killed_ms
 
 

@@ -202,6 +202,7 @@ def assert_same_run(ws: Path, reference) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_two_workers_give_the_rows_of_one(one_worker, head, tmp_path):
     proc = sealq(tmp_path, *EVAL_ARGS, "--workers", "2", "--threads-per-worker", "1", "--ray-address", head[0])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -209,6 +210,7 @@ def test_two_workers_give_the_rows_of_one(one_worker, head, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_a_worker_killed_mid_step_is_replaced_and_the_rows_are_unchanged(one_worker, head, tmp_path):
     """Worker 0 SIGKILLs itself after training its first adapter (before renaming it): the pool starts
     another worker, the step runs again there, and the run is recorded once, equal to the reference."""
@@ -220,6 +222,7 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_rows_are_unchanged(one_wor
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_a_killed_driver_resumes_to_the_same_rows(one_worker, head, tmp_path):
     """The driver SIGKILLs itself inside its second self-edit transaction; `sealq loop --resume` with
     workers finishes the run with the reference rows and files."""
