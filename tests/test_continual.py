@@ -246,6 +246,7 @@ def _sealq(ws, *args, env=None):
     return subprocess.run([SEALQ, *args, "--workspace", str(ws)], env=full, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # a kill-and-resume run, as the loop's, eval's, ReST-EM's and learn's: the slow tier
 def test_sigkill_inside_a_step_and_at_a_step_boundary_then_resume(continual_run, tmp_path):
     """Killed while training the second candidate, resumed, killed again right after a gate's decision (its
     row not written), resumed to the end: the rows equal the uninterrupted run's."""
