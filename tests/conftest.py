@@ -36,9 +36,9 @@ def _in_unit_tier(item) -> bool:
 #: worker runs is a short one and the workers finish close together. xdist gives a worker the next module as
 #: soon as it has two tests or fewer left, so a one-test module takes a second at once: in the slow tier the
 #: crash module (five long tests) comes first, so the other worker runs the default loop and then continual's
-#: kill-and-resume test, while the crash module's worker takes learn's when it has two left. An order, not a claim checked by a test: a
-#: wrong one costs minutes, never a result. (Not ``--dist loadgroup``: with pytest 9.2 and pytest-xdist 3.8 it
-#: silently stops grouping, https://github.com/pytest-dev/pytest-xdist/issues/1386.)
+#: kill-and-resume test, while the crash module's worker takes learn's when it has two left. An order, not a
+#: claim checked by a test: a wrong one costs minutes, never a result. (Not ``--dist loadgroup``: with pytest
+#: 9.2 and pytest-xdist 3.8 it silently stops grouping, https://github.com/pytest-dev/pytest-xdist/issues/1386.)
 LONGEST_FIRST = ("test_crash", "test_slow_default_loop", "test_restem", "test_continual", "test_loop", "test_learn",
                  "test_eval", "test_model_families", "test_hf_cache", "test_workers")
 

@@ -45,7 +45,7 @@ from sealq.engine import answer as qa
 from sealq.engine import record
 from sealq.engine.config import ContinualConfig, Gate, LearnConfig
 from sealq.engine.dataset import Passage, load_passages
-from sealq.engine.loop import _clean_orphans, _record_failure, _resolved, package_versions
+from sealq.engine.loop import clean_orphans, package_versions, record_failure, resolved_config
 from sealq.engine.record import Candidate, Clock, PassageRecord, elapsed_since
 from sealq.engine.selection import Selection, check_lengths, selection_sha256
 from sealq.engine.step import Models, StepInput, inner_step, load_trainer, merge_into_training_model, step_seed
@@ -175,7 +175,7 @@ def run_continual(config: ContinualConfig, workspace: str | os.PathLike | None =
     ws = resolve_workspace(workspace)
     seqs = draw_sequences(load_passages(config.loop.data), config.sequences, config.length, config.loop.seed)
     model = resolve_model(config.loop.model)
-    config = replace(config, loop=_resolved(config.loop, model))
+    config = replace(config, loop=resolved_config(config.loop, model))
     events.stage(f"loading {model.name} into llama.cpp")
     lc = config.loop
     runner = LlamaRunner(model, n_ctx=lc.eval.n_ctx, threads=lc.eval.threads, seed=lc.seed)
@@ -203,7 +203,7 @@ def resume_continual(run: str, workspace: str | os.PathLike | None = None,
         row = db.table("runs").get(run_id)
         config, seqs, model = _resumable(run_id, row)
         config = replace(config, loop=config.loop.threads_decided(requested_threads(threads)))
-        _clean_orphans(db, run_id, ws / "runs" / run_id / "adapters")
+        clean_orphans(db, run_id, ws / "runs" / run_id / "adapters")
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         lc = config.loop
         runner = LlamaRunner(model, n_ctx=lc.eval.n_ctx, threads=lc.eval.threads, seed=lc.seed)
@@ -289,7 +289,7 @@ def _execute(db, ws: Path, run_id: str, config: ContinualConfig, seqs, runner, m
                                    "duration_ms": elapsed_ms(), "summary_json": json.dumps(summary)})
         return summary
     except BaseException as e:
-        _record_failure(db, ws, run_id, e, elapsed_ms(), command=command)
+        record_failure(db, ws, run_id, e, elapsed_ms(), command=command)
         raise
     finally:
         lock.release()

@@ -42,7 +42,7 @@ from sealq.engine.continual import (
 )
 from sealq.engine.dataset import Passage, Question, load_passages
 from sealq.engine.document import read_document, split_document
-from sealq.engine.loop import _clean_orphans, _resolved
+from sealq.engine.loop import clean_orphans, resolved_config
 from sealq.engine.probes import write_probes
 from sealq.engine.record import PassageRecord
 from sealq.engine.selection import check_lengths
@@ -117,7 +117,7 @@ def run_learn(config: LearnConfig, workspace: str | os.PathLike | None = None,
     config = replace(config, files=_absolute(config.files))
     learn_passages(config, lambda t: len(t.split()))  # bad files refused before the model loads (words ~ tokens)
     model = resolve_model(config.loop.model)
-    config = replace(config, loop=_resolved(config.loop, model))
+    config = replace(config, loop=resolved_config(config.loop, model))
     events.stage(f"loading {model.name} into llama.cpp")
     lc = config.loop
     runner = LlamaRunner(model, n_ctx=lc.eval.n_ctx, threads=lc.eval.threads, seed=lc.seed)
@@ -160,7 +160,7 @@ def resume_learn(run: str, workspace: str | os.PathLike | None = None, events: C
         if row["selection_sha256"] != _fingerprint([passages]):
             raise SealqError(f"run {run_id}: its files ({', '.join(config.files)}) changed since the run started; "
                              "cannot resume")
-        _clean_orphans(db, run_id, ws / "runs" / run_id / "adapters")
+        clean_orphans(db, run_id, ws / "runs" / run_id / "adapters")
         _mark_resumed(db, run_id, row, config)
     except BaseException:
         lock.release()

@@ -69,7 +69,7 @@ def package_versions() -> dict:
     return out
 
 
-def _resolved(config: LoopConfig, model: ResolvedModel) -> LoopConfig:
+def resolved_config(config: LoopConfig, model: ResolvedModel) -> LoopConfig:
     """The config as stored: file paths made absolute, so ``--resume`` works from any directory, and thread
     counts decided (the config's own, else ``SEALQ_THREADS``, else automatic: :meth:`LoopConfig.threads_decided`);
     a copy: the caller's config is not changed."""
@@ -106,7 +106,7 @@ def run_loop(config: LoopConfig, workspace: str | os.PathLike | None = None,
     ws = resolve_workspace(workspace)
     sel = select_passages(config)
     model: ResolvedModel = resolve_model(config.model)
-    config = _resolved(config, model)
+    config = resolved_config(config, model)
     db = open_db(ws)
     events.stage(f"loading {model.name} into llama.cpp")
     runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
@@ -162,7 +162,7 @@ def resume_loop(run: str, workspace: str | os.PathLike | None = None, events: Lo
         config, sel, model = _resumable(db, run_id, row)
         config = config.threads_decided(requested_threads(threads))
         for sub in ("adapters", "policy"):
-            _clean_orphans(db, run_id, ws / "runs" / run_id / sub)
+            clean_orphans(db, run_id, ws / "runs" / run_id / sub)
         events.stage(f"resuming run {run_id}: loading {model.name} into llama.cpp")
         runner = LlamaRunner(model, n_ctx=config.eval.n_ctx, threads=config.eval.threads, seed=config.seed)
         clock = Clock()
@@ -202,7 +202,7 @@ def _resumable(db, run_id: str, row: dict) -> tuple[LoopConfig, Selection, Resol
     return config, sel, model
 
 
-def _clean_orphans(db, run_id: str, folder: Path) -> list[Path]:
+def clean_orphans(db, run_id: str, folder: Path) -> list[Path]:
     """Delete the temporary files and the adapters no kept row of ``run_id`` refers to, in ``folder``
     (matched by file name, so a moved workspace keeps its adapters); returns what was deleted."""
     if not folder.exists():
@@ -240,7 +240,7 @@ def _execute(db, ws: Path, run_id: str, config: LoopConfig, sel: Selection, exec
                                    "duration_ms": elapsed_ms(), "summary_json": json.dumps(summary)})
         return summary
     except BaseException as e:
-        _record_failure(db, ws, run_id, e, elapsed_ms())
+        record_failure(db, ws, run_id, e, elapsed_ms())
         raise
     finally:
         executor.close()
@@ -271,7 +271,7 @@ def _run_passages(s: Session, sel: Selection) -> None:
     run_passages(s, sel.train, Scope(0, Split.ALL))
 
 
-def _record_failure(db, ws: Path, run_id: str, e: BaseException, elapsed_ms: int, command: str = "loop") -> None:
+def record_failure(db, ws: Path, run_id: str, e: BaseException, elapsed_ms: int, command: str = "loop") -> None:
     """Record a run that stopped as failed or interrupted; a full disk is re-raised as one line that names
     the command continuing it (``command``: ``runs.command``)."""
     status = RunStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt) else RunStatus.FAILED
